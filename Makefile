@@ -1,0 +1,56 @@
+# p2pdma-rig: `make run` runs the probes on the default kernel, `make test` runs the rig's own tests.
+# Both install what they need first (Debian packages with apt-get, Python packages into .venv).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+PYTEST_ARGS ?=
+
+# Everything the rig runs on the host: QEMU, the kernel source and its build tools, the image builder.
+DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.12 build-essential flex bison bc \
+	libelf-dev libssl-dev cpio kmod xz-utils rsync ccache mmdebstrap e2fsprogs openssh-client python3-venv
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test unit bench deps system-deps clean-venv help
+
+help:
+	@echo "make run    build kernel + image, boot QEMU, run the probes (ARGS='-k mmap' to pass rig options)"
+	@echo "make test   the rig's own tests: host unit tests and VM integration tests (JUnit: out/pytest-junit.xml)"
+	@echo "make unit   host unit tests only (seconds, no VM)"
+	@echo "make bench  measure build/boot/run times into BENCHMARKS.md"
+
+deps: system-deps $(VENV)/.installed
+
+# apt-get only when a package is missing, so a warm machine spends no time here.
+system-deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: deps
+	$(BIN)/rig run $(ARGS)
+
+unit: deps
+	$(BIN)/pytest -m 'not vm' $(PYTEST_ARGS)
+
+test: deps
+	mkdir -p out
+	$(BIN)/pytest -v -rfEsxX --junitxml=out/pytest-junit.xml $(PYTEST_ARGS)
+
+bench: deps
+	$(BIN)/python -m rig.bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,263 @@
+"""Command line: argparse -> the stages. Prints, picks the exit code, holds no logic of its own."""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rig import __version__
+from rig.config import RigConfig, load_config
+from rig.errors import EXIT_HARNESS, RigError
+from rig.expectations import load_expectations
+from rig.image import build_image, ensure_ssh_key, image_spec
+from rig.kernel import build_kernel, kernel_spec
+from rig.progress import Progress
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="rig YAML (default: rig.yaml at the repository root)")
+    p.add_argument("--profile", help="kernel profile (default, debug, gupfast, or one defined in the YAML)")
+    p.add_argument("--kconfig-add", action="append", default=[], metavar="CONFIG_X=y",
+                   help="extra kernel option, after the profile's fragments (repeatable)")
+
+
+def _machine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="QEMU accelerator (default from YAML: auto)")
+    p.add_argument("--cpu", help="QEMU -cpu model (default: max under TCG, host under KVM)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rig", description="QEMU-backed integration tests for Linux userspace "
+                                 "P2PDMA: build a kernel, boot it with an NVMe CMB as P2P memory, run probes.")
+    ap.add_argument("--version", action="version", version=f"p2pdma-rig {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="build kernel and image, boot QEMU, run the probes, write out/<run-id>/")
+    _common(run)
+    _machine(run)
+    run.add_argument("-k", action="append", default=[], metavar="PATTERN", dest="select",
+                     help="run only cases whose id matches (glob or substring; repeatable)")
+    run.add_argument("--out", metavar="DIR", help="run directory (default: out/<run-id>)")
+    run.add_argument("--semantics", choices=("merged", "v3"), help="expectations for which kernel semantics")
+
+    k = sub.add_parser("kernel", help="build the kernel only and print the bzImage path")
+    _common(k)
+    k.add_argument("--print-path", action="store_true", help="print only the bzImage path (for scripts)")
+
+    img = sub.add_parser("image", help="build the guest image only and print the disk path")
+    img.add_argument("--config", metavar="FILE")
+
+    boot = sub.add_parser("boot", help="boot the VM and print the ssh command; Ctrl-C stops it")
+    _common(boot)
+    _machine(boot)
+    boot.add_argument("--out", metavar="DIR", help="directory for console.log etc. (default: out/boot-<id>)")
+
+    ssh = sub.add_parser("ssh", help="open a shell (or run a command) in the VM of the latest `rig boot`")
+    ssh.add_argument("--dir", metavar="DIR", help="the boot's directory (default: out/latest-boot)")
+    ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run instead of a shell")
+
+    ls = sub.add_parser("list", help="list the probe cases with their expectations")
+    ls.add_argument("-k", action="append", default=[], metavar="PATTERN", dest="select")
+    return ap
+
+
+def _config(args: argparse.Namespace) -> RigConfig:
+    overrides: dict = {}
+    if getattr(args, "profile", None):
+        overrides["kernel.profile"] = args.profile
+    if getattr(args, "kconfig_add", None):
+        overrides["kernel.kconfig_add"] = list(args.kconfig_add)
+    if getattr(args, "accel", None):
+        overrides["machine.accel"] = args.accel
+    if getattr(args, "cpu", None):
+        overrides["machine.cpu"] = args.cpu
+    if getattr(args, "semantics", None):
+        overrides["probes.semantics"] = args.semantics
+    if getattr(args, "select", None):
+        overrides["probes.select"] = list(args.select)
+    return load_config(args.config, overrides)
+
+
+def select_cases(ids: list[str], patterns: tuple[str, ...] | list[str]) -> list[str]:
+    if not patterns:
+        return list(ids)
+    return [c for c in ids if any(fnmatch.fnmatchcase(c, p) or p in c for p in patterns)]
+
+
+def _new_run_dir(cfg: RigConfig, explicit: str | None, prefix: str = "") -> Path:
+    if explicit:
+        d = Path(explicit).resolve()
+    else:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+        d = cfg.out_path / f"{prefix}{run_id}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _link_latest(d: Path, name: str) -> None:
+    link = d.parent / name
+    try:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(d.name)
+    except OSError:
+        pass
+
+
+def _host_facts() -> dict:
+    try:
+        qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
+        qemu = qemu.splitlines()[0] if qemu else ""
+    except FileNotFoundError:
+        qemu = ""
+    return {"hostname": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version(), "qemu": qemu}
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    build = build_kernel(kernel_spec(cfg), Progress("kernel"))
+    if args.print_path:
+        print(build.bzimage)
+    else:
+        print(f"bzImage:  {build.bzimage}\nvmlinux:  {build.vmlinux}\nheaders:  {build.headers}\n"
+              f"config:   {build.config}\nmanifest: {build.path / 'manifest.json'}")
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    img = build_image(image_spec(cfg), Progress("image"))
+    print(img.disk)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    exps = load_expectations()
+    for cid in select_cases(list(exps), args.select):
+        e = exps[cid]
+        flag = f"  [known issue: {e.known_issue.id}]" if e.known_issue else ""
+        print(f"{cid:40s} §{e.section:12s} {json.dumps(e.expect)}{flag}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rig import probes as probesmod
+    from rig.results import summary_table, write_run
+    from rig.runner import Suite
+
+    cfg = _config(args)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    expectations = load_expectations()
+    case_ids = select_cases(list(expectations), cfg.probes.select)
+    if not case_ids:
+        raise RigError(f"no case matches {list(cfg.probes.select)}; `rig list` shows the case ids")
+    kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))
+    image = build_image(image_spec(cfg), Progress("image"))
+    key = ensure_ssh_key(cfg.cache_path)
+    run_dir = _new_run_dir(cfg, args.out)
+    _link_latest(run_dir, "latest")
+    progress = Progress("run")
+    progress.note(f"run directory {run_dir}")
+    probe_set = probesmod.prepare(kernel, run_dir)
+    probesmod.check_against(probe_set.cases, list(expectations))
+    suite = Suite(cfg, kernel, image, key, run_dir, expectations, probe_set, progress)
+    try:
+        with suite:
+            suite.run_all(case_ids)
+    finally:
+        manifest = {
+            "rig_version": __version__, "command": sys.argv, "config_file": cfg.source_file,
+            "started": started, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "kernel": kernel.manifest, "image": image.recipe, "semantics": cfg.probes.semantics,
+            "selection": list(cfg.probes.select), "host": _host_facts(),
+            "accel": suite.boots[0].accel if suite.boots else None,
+            "reproduce": " ".join(["rig", "run"] + ([f"--config {cfg.source_file}"] if args.config else [])
+                                  + [f"--profile {cfg.kernel.profile}"]
+                                  + [f"-k {p}" for p in cfg.probes.select]),
+        }
+        data = write_run(run_dir, suite.results, suite.boots, manifest)
+    print()
+    print(summary_table(suite.results))
+    for b in suite.boots:
+        for s in b.splats:
+            print(f"  SPLAT (boot {b.boot}): {s['title']}")
+    print(f"\nresults: {run_dir / 'results.json'}  (exit {data['exit_code']})")
+    return data["exit_code"]
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    from rig.vm import start_vm
+
+    cfg = _config(args)
+    kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))
+    image = build_image(image_spec(cfg), Progress("image"))
+    key = ensure_ssh_key(cfg.cache_path)
+    d = _new_run_dir(cfg, args.out, prefix="boot-")
+    vm = start_vm(cfg.machine, kernel, image, key, d, progress=Progress("boot"))
+    try:
+        (d / "ssh.json").write_text(json.dumps({"port": vm.cmd.ssh_port, "key": str(key.private),
+                                                "pid": os.getpid()}) + "\n")
+        _link_latest(d, "latest-boot")
+        print(f"VM up in {vm.ready_s:.1f}s ({vm.cmd.accel}). Console: {d / 'console.log'}")
+        print(f"  shell:   {vm.ssh_command()}")
+        print("  or:      rig ssh        (Ctrl-C here stops the VM)")
+        sys.stdout.flush()
+        while vm.alive():
+            time.sleep(0.5)
+        print("QEMU exited (guest panic or poweroff); last console lines:\n" + (vm.console.tail(15) if vm.console else ""))
+        return 3
+    except KeyboardInterrupt:
+        print("\nstopping the VM")
+        return 0
+    finally:
+        vm.stop()
+        (d / "ssh.json").unlink(missing_ok=True)
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    cfg = load_config(None)
+    d = Path(args.dir) if args.dir else cfg.out_path / "latest-boot"
+    state = d / "ssh.json"
+    if not state.exists():
+        raise RigError(f"no running VM found ({state} missing). Start one with `rig boot` in another terminal.")
+    info = json.loads(state.read_text())
+    argv = ["ssh", "-i", info["key"], "-p", str(info["port"]), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "root@127.0.0.1"]
+    cmd = [a for a in args.cmd if a != "--"]
+    os.execvp("ssh", argv + cmd)
+    return 0
+
+
+HANDLERS = {"run": cmd_run, "kernel": cmd_kernel, "image": cmd_image, "boot": cmd_boot, "ssh": cmd_ssh,
+            "list": cmd_list}
+
+
+def _sigterm(signum, frame):  # noqa: ARG001
+    # turn SIGTERM (CI cancelling, `kill`) into the same clean path as Ctrl-C: context managers stop QEMU
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return HANDLERS[args.command](args)
+    except RigError as e:
+        print(f"rig: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rig: interrupted; QEMU stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

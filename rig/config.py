@@ -1,0 +1,223 @@
+"""rig.yaml -> frozen dataclasses.
+
+Every key is checked: an unknown key or a value of the wrong type is a ConfigError that names the key path
+and the file, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rig.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "rig.yaml"
+
+DEFAULT_PROFILES = {
+    "default": ("tiny-base.config", "p2pdma.config"),
+    "debug": ("tiny-base.config", "p2pdma.config", "debug.config"),
+    "gupfast": ("tiny-base.config", "p2pdma.config", "gupfast.config"),
+}
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    # "debian:6.12" = Debian's linux-source-6.12 package (the only source kind so far)
+    source: str = "debian:6.12"
+    profile: str = "default"
+    # extra fragment lines, e.g. "CONFIG_KASAN=y", applied after the profile's fragments
+    kconfig_add: tuple[str, ...] = ()
+    # 0 = one make job per CPU
+    jobs: int = 0
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    suite: str = "bookworm"
+    size_mb: int = 2048
+    # added to the packages in images/packages.txt
+    extra_packages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NvmeConfig:
+    # Controller Memory Buffer size; QEMU needs a power of two and Linux a multiple of 2 MiB
+    cmb_size_mb: int = 64
+    # size of the namespace's backing file (sparse)
+    namespace_mb: int = 256
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    accel: str = "auto"  # auto | kvm | tcg
+    cpu: str = "auto"  # auto = "max" under TCG, "host" under KVM; any QEMU -cpu model otherwise
+    memory_mb: int = 1024
+    smp: int = 2
+    boot_timeout_s: int = 120
+    kernel_cmdline: str = ""  # appended to the rig's own command line
+    nvme: tuple[NvmeConfig, ...] = (NvmeConfig(),)
+
+
+@dataclass(frozen=True)
+class ProbesConfig:
+    # case id patterns (fnmatch, or a substring); empty = every case
+    select: tuple[str, ...] = ()
+    case_timeout_s: int = 60
+    # kernel semantics the expectations are checked against: "merged" (6.2+) or "v3" (the seed's series)
+    semantics: str = "merged"
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    cache_dir: str = ""  # "" = $P2PDMA_RIG_CACHE or ~/.cache/p2pdma-rig
+    out_dir: str = "out"
+    kernel: KernelConfig = KernelConfig()
+    image: ImageConfig = ImageConfig()
+    machine: MachineConfig = MachineConfig()
+    probes: ProbesConfig = ProbesConfig()
+    profiles: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
+    source_file: str = ""  # the YAML this came from (not a YAML key)
+
+    @property
+    def cache_path(self) -> Path:
+        raw = self.cache_dir or os.environ.get("P2PDMA_RIG_CACHE") or "~/.cache/p2pdma-rig"
+        return Path(raw).expanduser().resolve()
+
+    @property
+    def out_path(self) -> Path:
+        p = Path(self.out_dir).expanduser()
+        return p if p.is_absolute() else (REPO_ROOT / p)
+
+
+_NOT_YAML_KEYS = {"source_file"}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        (inner, *_rest) = typing.get_args(tp)
+        return f"list of {_type_name(inner)}"
+    if origin is dict:
+        return "mapping"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str, file: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file}: '{where}' must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, where, file)
+    if origin in (tuple, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{file}: '{where}' must be a list, got {type(value).__name__}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_convert(v, inner, f"{where}[{i}]", file) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file}: '{where}' must be a mapping, got {type(value).__name__}")
+        _k, vt = typing.get_args(tp)
+        return {str(k): _convert(v, vt, f"{where}.{k}", file) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{file}: '{where}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{file}: '{where}' must be an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{file}: '{where}' must be a string, got {value!r}")
+        return str(value)
+    raise AssertionError(f"unsupported config type {tp}")
+
+
+def _build(cls: Any, data: dict, prefix: str, file: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)} - _NOT_YAML_KEYS
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{file}: unknown key '{where}' (known keys here: {known})")
+        kwargs[key] = _convert(value, hints[key], where, file)
+    return cls(**kwargs)
+
+
+def _check(cfg: RigConfig, file: str) -> None:
+    m = cfg.machine
+    if m.accel not in ("auto", "kvm", "tcg"):
+        raise ConfigError(f"{file}: 'machine.accel' must be auto, kvm or tcg, got {m.accel!r}")
+    if m.memory_mb < 256:
+        raise ConfigError(f"{file}: 'machine.memory_mb' must be at least 256, got {m.memory_mb}")
+    if m.smp < 1:
+        raise ConfigError(f"{file}: 'machine.smp' must be at least 1, got {m.smp}")
+    if not m.nvme:
+        raise ConfigError(f"{file}: 'machine.nvme' needs at least one NVMe controller (its CMB is the P2P memory)")
+    for i, n in enumerate(m.nvme):
+        size = n.cmb_size_mb
+        if size < 2 or size & (size - 1):
+            raise ConfigError(
+                f"{file}: 'machine.nvme[{i}].cmb_size_mb' is {size}: it must be a power of two >= 2 "
+                "(QEMU requires a power-of-two BAR; Linux ignores a CMB smaller than 2 MiB). Try 64."
+            )
+        if n.namespace_mb < 16:
+            raise ConfigError(f"{file}: 'machine.nvme[{i}].namespace_mb' must be at least 16, got {n.namespace_mb}")
+    if cfg.probes.semantics not in ("merged", "v3"):
+        raise ConfigError(f"{file}: 'probes.semantics' must be merged or v3, got {cfg.probes.semantics!r}")
+    if cfg.kernel.profile not in cfg.profiles:
+        raise ConfigError(
+            f"{file}: kernel profile {cfg.kernel.profile!r} is not defined (profiles: {', '.join(sorted(cfg.profiles))})"
+        )
+    if not cfg.kernel.source.startswith("debian:"):
+        raise ConfigError(
+            f"{file}: 'kernel.source' {cfg.kernel.source!r} is not supported yet; use 'debian:<version>', e.g. debian:6.12"
+        )
+    for line in cfg.kernel.kconfig_add:
+        if not (line.startswith("CONFIG_") and "=" in line) and not line.startswith("# CONFIG_"):
+            raise ConfigError(f"{file}: 'kernel.kconfig_add' entry {line!r} must look like CONFIG_FOO=y")
+
+
+def load_config(path: Path | str | None = None, overrides: dict | None = None) -> RigConfig:
+    """Read a rig.yaml (default: the repo's) and apply dotted-key overrides from the command line."""
+    file = Path(path) if path else DEFAULT_CONFIG
+    data: dict = {}
+    if path is not None or file.exists():
+        try:
+            text = file.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {file}: {e.strerror}. Pass an existing file with --config.")
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{file}: malformed YAML{where}: {getattr(e, 'problem', e)}")
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        data = loaded
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    if "profiles" in data and isinstance(data["profiles"], dict):
+        # user profiles add to the built-in ones
+        data["profiles"] = {**{k: list(v) for k, v in DEFAULT_PROFILES.items()}, **data["profiles"]}
+    cfg = _build(RigConfig, data, "", str(file))
+    cfg = dataclasses.replace(cfg, source_file=str(file))
+    _check(cfg, str(file))
+    return cfg

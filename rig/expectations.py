@@ -1,0 +1,121 @@
+"""guest-tests/expectations.yaml -> expectations and known issues -> a verdict for an observation. Pure."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rig.config import REPO_ROOT
+from rig.errors import ConfigError
+
+EXPECTATIONS_FILE = REPO_ROOT / "guest-tests" / "expectations.yaml"
+
+VERDICTS = ("pass", "fail", "xfail", "xpass", "skip", "error")
+
+
+@dataclass(frozen=True)
+class KnownIssue:
+    id: str
+    cases: tuple[str, ...]
+    reason: str
+    section: str
+
+
+@dataclass(frozen=True)
+class Expectation:
+    case_id: str
+    section: str
+    expect: dict
+    expect_v3: dict | None = None
+    known_issue: KnownIssue | None = None
+
+    @property
+    def area(self) -> str:
+        return self.case_id.split(".", 1)[0]
+
+    def for_semantics(self, semantics: str) -> dict:
+        if semantics == "v3" and self.expect_v3 is not None:
+            return self.expect_v3
+        return self.expect
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: str
+    expected: dict
+    mismatches: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read expectations {path}: {e}")
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
+        raise ConfigError(f"{path}: needs a 'cases' mapping")
+    issues: dict[str, KnownIssue] = {}
+    for raw in data.get("known_issues") or []:
+        issue = KnownIssue(raw["id"], tuple(raw["cases"]), " ".join(str(raw["reason"]).split()),
+                           str(raw.get("section", "")))
+        for cid in issue.cases:
+            if cid not in data["cases"]:
+                raise ConfigError(f"{path}: known issue {issue.id} names unknown case {cid}")
+            issues[cid] = issue
+    out: dict[str, Expectation] = {}
+    for cid, raw in data["cases"].items():
+        if "." not in cid or not isinstance(raw, dict) or not isinstance(raw.get("expect"), dict):
+            raise ConfigError(f"{path}: case {cid!r} needs an 'area.name' id and an 'expect' mapping")
+        if not raw.get("section"):
+            raise ConfigError(f"{path}: case {cid!r} needs a 'section' of p2pdma-behaviour.md")
+        unknown = set(raw) - {"section", "expect", "expect_v3"}
+        if unknown:
+            raise ConfigError(f"{path}: case {cid!r} has unknown key(s) {', '.join(sorted(unknown))}")
+        out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(cid))
+    return out
+
+
+def _matches(expected: Any, observed: Any) -> bool:
+    if isinstance(expected, dict):
+        if "one_of" in expected:
+            return observed in expected["one_of"]
+        if isinstance(observed, bool) or not isinstance(observed, (int, float)):
+            return False
+        return expected.get("min", observed) <= observed <= expected.get("max", observed)
+    if isinstance(expected, bool) or isinstance(observed, bool):
+        return expected is observed
+    return expected == observed
+
+
+def compare(expected: dict, observed: dict) -> list[str]:
+    """One line per expected key that the observation does not satisfy."""
+    out = []
+    for key, want in expected.items():
+        if key not in observed:
+            out.append(f"{key}: expected {want!r}, not reported by the probe")
+        elif not _matches(want, observed[key]):
+            out.append(f"{key}: expected {want!r}, observed {observed[key]!r}")
+    return out
+
+
+def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged", problem: str = "") -> Judgement:
+    """Verdict for one case. `problem` is what went wrong around the probe (timeout, crash, splat)."""
+    expected = exp.for_semantics(semantics)
+    if problem:
+        return Judgement("error" if probe_result is None else "fail", expected, [], problem)
+    if probe_result is None:
+        return Judgement("error", expected, [], "the probe printed no result")
+    if "skip" in probe_result:
+        return Judgement("skip", expected, [], str(probe_result["skip"]))
+    if "error" in probe_result:
+        return Judgement("error", expected, [], f"probe could not run: {probe_result['error']}")
+    observed = probe_result.get("obs") or {}
+    mismatches = compare(expected, observed)
+    issue = exp.known_issue
+    if issue:
+        if mismatches:
+            return Judgement("xfail", expected, mismatches, f"known issue {issue.id}: {issue.reason}")
+        return Judgement("xpass", expected, [], f"known issue {issue.id} did not show: the kernel may fix it")
+    return Judgement("fail" if mismatches else "pass", expected, mismatches)

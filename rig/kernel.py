@@ -1,0 +1,295 @@
+"""Kernel stage: source -> tinyconfig + fragments -> validated .config -> bzImage + UAPI headers -> cache entry.
+
+The O= build directory is a persistent scratch area per source and profile (so ccache and make's own
+incremental logic make rebuilds cheap); only the published cache entry kernels/<key>/ is ever trusted, and it
+appears atomically once everything in it is complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from rig.cache import CacheEntry, digest
+from rig.config import REPO_ROOT, RigConfig
+from rig.errors import BuildError, ConfigError
+from rig.progress import Progress
+
+FRAGMENT_DIR = REPO_ROOT / "kernel-config"
+# bump when the build recipe below changes in a way that changes the artifacts
+RECIPE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    kind: str  # "debian"
+    ident: str  # filesystem-safe identity, part of the cache key
+    tarball: Path
+    version: str
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    source: KernelSource
+    profile: str
+    fragments: tuple[Path, ...]
+    kconfig_add: tuple[str, ...]
+    cache_root: Path
+    jobs: int
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    key: str
+    path: Path  # the cache entry
+    bzimage: Path
+    vmlinux: Path
+    headers: Path  # usr/include of headers_install
+    config: Path
+    manifest: dict
+
+
+# ---------------------------------------------------------------- pure helpers (unit tested)
+
+
+def parse_fragment(text: str) -> dict[str, str | None]:
+    """CONFIG_X=v -> {'CONFIG_X': 'v'}; '# CONFIG_X is not set' -> {'CONFIG_X': None}."""
+    wanted: dict[str, str | None] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            wanted[line[2:].split()[0]] = None
+        elif line.startswith("CONFIG_") and "=" in line:
+            sym, val = line.split("=", 1)
+            wanted[sym] = val
+    return wanted
+
+
+def dropped_options(wanted: dict[str, str | None], final_config: str) -> list[tuple[str, str, str]]:
+    """Options a fragment asked for that olddefconfig did not keep: (symbol, wanted, got)."""
+    final = parse_fragment(final_config)
+    dropped = []
+    for sym, val in wanted.items():
+        got = final.get(sym)
+        if val is None or val == "n":
+            if got not in (None, "n"):
+                dropped.append((sym, "is not set", got))
+        elif got != val:
+            dropped.append((sym, val, "is not set" if got is None else got))
+    return dropped
+
+
+# ---------------------------------------------------------------- spec from config
+
+
+def _dpkg_version(package: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}\t${Version}", package], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        return None
+    status, _, version = out.stdout.partition("\t")
+    return version if "install ok installed" in status else None
+
+
+def resolve_source(source: str) -> KernelSource:
+    kind, _, arg = source.partition(":")
+    if kind != "debian":
+        raise ConfigError(f"kernel source {source!r} is not supported; use debian:<version>")
+    package = f"linux-source-{arg}"
+    tarball = Path(f"/usr/src/{package}.tar.xz")
+    version = _dpkg_version(package)
+    if version is None or not tarball.exists():
+        raise BuildError(
+            f"kernel source package {package} is not installed ({tarball} missing). "
+            f"Fix: run `make deps` (or apt-get install {package})."
+        )
+    ident = f"debian-{package}_{version}".replace("~", "_").replace(":", "_").replace("+", "_")
+    return KernelSource("debian", ident, tarball, version)
+
+
+def kernel_spec(cfg: RigConfig) -> KernelSpec:
+    names = cfg.profiles[cfg.kernel.profile]
+    fragments = []
+    for name in names:
+        p = Path(name) if Path(name).is_absolute() else FRAGMENT_DIR / name
+        if not p.is_file():
+            raise ConfigError(f"profile {cfg.kernel.profile!r} names fragment {name!r}, but {p} does not exist")
+        fragments.append(p)
+    return KernelSpec(
+        source=resolve_source(cfg.kernel.source),
+        profile=cfg.kernel.profile,
+        fragments=tuple(fragments),
+        kconfig_add=cfg.kernel.kconfig_add,
+        cache_root=cfg.cache_path,
+        jobs=cfg.kernel.jobs or os.cpu_count() or 1,
+    )
+
+
+def compiler_version() -> str:
+    try:
+        return subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    except (FileNotFoundError, IndexError):
+        raise BuildError("gcc not found. Fix: run `make deps` (installs build-essential).")
+
+
+def build_key(spec: KernelSpec) -> str:
+    parts = [RECIPE_VERSION, spec.source.ident, compiler_version()]
+    for f in spec.fragments:
+        parts += [f.name, f.read_text()]
+    parts += list(spec.kconfig_add)
+    return digest(*parts)
+
+
+# ---------------------------------------------------------------- the build
+
+
+class _Make:
+    """Runs make in the source tree with the rig's environment, logging everything to one file."""
+
+    def __init__(self, src: Path, out: Path, log: Path, cache_root: Path):
+        self.src, self.out, self.log = src, out, log
+        self.env = dict(os.environ)
+        # ccache: paths made relative to the cache root so a rebuild in another build dir still hits
+        self.env.update(
+            CCACHE_DIR=str(cache_root / "ccache"),
+            CCACHE_BASEDIR=str(cache_root),
+            CCACHE_NOHASHDIR="1",
+            KBUILD_BUILD_USER="p2pdma-rig",
+            KBUILD_BUILD_HOST="rig",
+        )
+        self.cc = "ccache gcc" if shutil.which("ccache") else "gcc"
+
+    def run(self, *targets: str, jobs: int = 1, progress: Progress | None = None, what: str = "") -> None:
+        cmd = ["make", f"O={self.out}", f"CC={self.cc}", f"-j{jobs}", *targets]
+        tail: deque[str] = deque(maxlen=25)
+        with open(self.log, "a") as log:
+            log.write(f"\n$ {' '.join(cmd)}\n")
+            log.flush()
+            proc = subprocess.Popen(
+                cmd, cwd=self.src, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                errors="replace",
+            )
+            assert proc.stdout
+            n = 0
+            for line in proc.stdout:
+                log.write(line)
+                tail.append(line.rstrip())
+                n += 1
+                if progress:
+                    progress.update(f"{what} {n} steps  {line.strip()[:70]}")
+            rc = proc.wait()
+        if rc != 0:
+            last = "\n".join("    " + line for line in tail)
+            raise BuildError(f"kernel build failed: make {' '.join(targets)} exited {rc}. Last lines:\n{last}\n"
+                             f"  full log: {self.log}")
+
+    def merge(self, fragments: list[Path]) -> None:
+        cmd = ["scripts/kconfig/merge_config.sh", "-m", "-O", str(self.out), str(self.out / ".config"),
+               *map(str, fragments)]
+        with open(self.log, "a") as log:
+            log.write(f"\n$ {' '.join(cmd)}\n")
+            log.flush()
+            rc = subprocess.run(cmd, cwd=self.src, env=self.env, stdout=log, stderr=subprocess.STDOUT).returncode
+        if rc != 0:
+            raise BuildError(f"merge_config.sh failed (exit {rc}); full log: {self.log}")
+
+
+def _extract_source(spec: KernelSpec, progress: Progress) -> Path:
+    entry = CacheEntry(spec.cache_root, "src", spec.source.ident)
+    with entry.lock():
+        if entry.exists():
+            return entry.path
+        progress.note(f"extracting {spec.source.tarball}")
+        with entry.building() as tmp:
+            subprocess.run(["tar", "-xf", str(spec.source.tarball), "-C", str(tmp), "--strip-components=1"],
+                           check=True)
+    return entry.path
+
+
+def build_kernel(spec: KernelSpec, progress: Progress | None = None) -> KernelBuild:
+    progress = progress or Progress("kernel")
+    key = build_key(spec)
+    entry = CacheEntry(spec.cache_root, "kernels", key)
+    if entry.exists():
+        return load_build(entry.path)
+    with entry.lock():
+        if entry.exists():  # another rig built it while we waited
+            return load_build(entry.path)
+        started = time.time()
+        src = _extract_source(spec, progress)
+        out = spec.cache_root / "build" / spec.source.ident / spec.profile
+        out.mkdir(parents=True, exist_ok=True)
+        logs = spec.cache_root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"kernel-{key}.log"
+        log.write_text(f"p2pdma-rig kernel build {key}\n")
+        make = _Make(src, out, log, spec.cache_root)
+        progress.note(f"building {spec.source.ident} profile {spec.profile} in {out} (log: {log})")
+
+        fragments = list(spec.fragments)
+        if spec.kconfig_add:
+            extra = out / "rig-kconfig-add.config"
+            extra.write_text("\n".join(spec.kconfig_add) + "\n")
+            fragments.append(extra)
+        make.run("tinyconfig")
+        make.merge(fragments)
+        make.run("olddefconfig")
+        wanted: dict[str, str | None] = {}
+        for f in fragments:
+            wanted.update(parse_fragment(f.read_text()))
+        final_config = (out / ".config").read_text()
+        dropped = dropped_options(wanted, final_config)
+        if dropped:
+            lines = "\n".join(f"    {sym}: wanted {want}, got {got}" for sym, want, got in dropped)
+            raise BuildError(
+                f"{len(dropped)} kernel option(s) asked for by the fragments were dropped by olddefconfig "
+                f"(an unmet dependency or a typo):\n{lines}\n  Fix the fragment(s): "
+                + ", ".join(str(f) for f in fragments)
+            )
+        make.run("bzImage", jobs=spec.jobs, progress=progress, what="bzImage")
+        make.run("headers_install", f"INSTALL_HDR_PATH={out / 'rig-headers'}", progress=progress, what="headers")
+        seconds = round(time.time() - started, 1)
+
+        with entry.building() as tmp:
+            shutil.copy2(out / "arch/x86/boot/bzImage", tmp / "bzImage")
+            shutil.copy2(out / "vmlinux", tmp / "vmlinux")
+            shutil.copy2(out / "System.map", tmp / "System.map")
+            shutil.copy2(out / ".config", tmp / "config")
+            shutil.copytree(out / "rig-headers/include", tmp / "include")
+            manifest = {
+                "key": key,
+                "source": {"kind": spec.source.kind, "id": spec.source.ident, "version": spec.source.version,
+                           "tarball": str(spec.source.tarball)},
+                "profile": spec.profile,
+                "fragments": [{"name": f.name, "sha256": digest(f.read_text())} for f in spec.fragments],
+                "kconfig_add": list(spec.kconfig_add),
+                "config_sha256": digest(final_config),
+                "compiler": compiler_version(),
+                "build_seconds": seconds,
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "build_host": platform.node(),
+                "build_dir": str(out),
+                "reproduce": " ".join(
+                    ["rig", "kernel", "--profile", spec.profile]
+                    + [a for x in spec.kconfig_add for a in ("--kconfig-add", x)]
+                ),
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        progress.done(f"kernel {key} built")
+        return load_build(entry.path)
+
+
+def load_build(path: Path) -> KernelBuild:
+    manifest = json.loads((path / "manifest.json").read_text())
+    return KernelBuild(
+        key=manifest["key"], path=path, bzimage=path / "bzImage", vmlinux=path / "vmlinux",
+        headers=path / "include", config=path / "config", manifest=manifest,
+    )

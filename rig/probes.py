@@ -1,0 +1,129 @@
+"""Probes stage: compile the C probes against the built kernel's UAPI headers, list the cases, upload
+guest-tests/ to the guest and run one case there. Decides no verdict (that is expectations.py)."""
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rig.config import REPO_ROOT
+from rig.errors import BuildError, ConfigError, GuestError
+from rig.kernel import KernelBuild
+
+GUEST_TESTS = REPO_ROOT / "guest-tests"
+GUEST_DIR = "/root/rig"
+NOT_PROBES = {"run_case.py"}
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    bin_dir: Path
+    cases: dict[str, str]  # case id -> description, in file order
+
+
+@dataclass(frozen=True)
+class CaseRun:
+    case_id: str
+    result: dict | None  # the probe's JSON object ({"id", "obs"|"skip"|"error"})
+    problem: str  # what went wrong around the probe ("" if nothing)
+    duration_s: float
+    stderr: str
+
+
+def c_sources(root: Path = GUEST_TESTS) -> list[Path]:
+    return sorted(root.glob("*.c"))
+
+
+def py_sources(root: Path = GUEST_TESTS) -> list[Path]:
+    return sorted(p for p in root.glob("*.py") if p.name not in NOT_PROBES)
+
+
+def compile_probes(kernel: KernelBuild, bin_dir: Path, root: Path = GUEST_TESTS) -> None:
+    """Static binaries (the guest has no compiler); UAPI headers of the kernel under test come first."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for src in c_sources(root):
+        out = bin_dir / src.stem
+        cmd = ["gcc", "-static", "-O2", "-Wall", "-Wno-unused-function", "-I", str(kernel.headers), "-I", str(root),
+               "-o", str(out), str(src)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BuildError(f"probe {src.name} does not compile:\n{r.stderr[-3000:]}\n  command: {shlex.join(cmd)}")
+
+
+def list_cases(bin_dir: Path, root: Path = GUEST_TESTS) -> dict[str, str]:
+    cases: dict[str, str] = {}
+    commands = [[str(bin_dir / src.stem), "--list"] for src in c_sources(root)]
+    commands += [[sys.executable, str(src), "--list"] for src in py_sources(root)]
+    for cmd in commands:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BuildError(f"{' '.join(cmd)} failed: {r.stderr.strip()}")
+        for line in r.stdout.splitlines():
+            obj = json.loads(line)
+            cases[obj["id"]] = obj["description"]
+    return cases
+
+
+def prepare(kernel: KernelBuild, work: Path) -> ProbeSet:
+    bin_dir = work / "probe-bin"
+    compile_probes(kernel, bin_dir)
+    return ProbeSet(bin_dir, list_cases(bin_dir))
+
+
+def check_against(cases: dict[str, str], expected_ids: list[str]) -> None:
+    """Every probe case needs an expectation and every expectation a probe case: no silent gaps."""
+    missing = [c for c in cases if c not in expected_ids]
+    orphans = [c for c in expected_ids if c not in cases]
+    if missing or orphans:
+        parts = []
+        if missing:
+            parts.append("cases without an expectation: " + ", ".join(missing))
+        if orphans:
+            parts.append("expectations without a probe case: " + ", ".join(orphans))
+        raise ConfigError("guest-tests/expectations.yaml and the probes disagree: " + "; ".join(parts))
+
+
+def bundle(probes: ProbeSet, root: Path = GUEST_TESTS) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                tar.add(p, arcname=str(p.relative_to(root)))
+        for p in sorted(probes.bin_dir.iterdir()):
+            tar.add(p, arcname=f"bin/{p.name}")
+    return buf.getvalue()
+
+
+def upload(vm, probes: ProbeSet, scratch: Path) -> None:
+    tgz = scratch / "guest-tests.tgz"
+    tgz.write_bytes(bundle(probes))
+    vm.put(tgz, "/root/guest-tests.tgz")
+    r = vm.run(f"rm -rf {GUEST_DIR} && mkdir -p {GUEST_DIR} && tar -xzf /root/guest-tests.tgz -C {GUEST_DIR}")
+    if r.exited != 0:
+        raise GuestError(f"unpacking the probes in the guest failed: {r.stderr.strip()}")
+
+
+def run_case(vm, case_id: str, timeout_s: float, env: dict[str, str] | None = None) -> CaseRun:
+    """Run one case through the guest's run_case.py. Raises GuestError if the guest stops answering."""
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    cmd = f"{prefix} python3 {GUEST_DIR}/run_case.py --timeout {timeout_s:g} {shlex.quote(case_id)}".strip()
+    r = vm.run(cmd, timeout=timeout_s + 30)
+    line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith("{")), None)
+    if r.exited != 0 or line is None:
+        return CaseRun(case_id, None, f"run_case.py failed (exit {r.exited}): {r.stderr.strip()[-500:]}", 0.0,
+                       r.stderr)
+    out = json.loads(line)
+    problem = ""
+    if out.get("timed_out"):
+        problem = f"watchdog: the probe ran longer than {timeout_s:g}s and was killed"
+    elif out.get("signal"):
+        problem = f"the probe died from signal {out['signal']}"
+    elif out.get("result") is None:
+        problem = f"the probe printed no result (exit {out.get('rc')}): {out.get('stderr', '').strip()[-300:]}"
+    return CaseRun(case_id, out.get("result"), problem, float(out.get("duration_s") or 0.0),
+                   out.get("stderr", ""))

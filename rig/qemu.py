@@ -1,0 +1,118 @@
+"""QEMU command line: accelerator choice and topology -> argv. Pure: starts nothing, unit tested."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rig.config import MachineConfig
+
+READY_MARKER = "p2pdma-rig: guest ready"
+
+
+def kvm_usable(dev: str = "/dev/kvm", cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]:
+    """KVM only where /dev/kvm opens AND the CPU has hardware virtualisation (vmx/svm).
+
+    A paravirtual /dev/kvm without vmx/svm opens fine but guests crawl (machine-notes.md), hence both checks.
+    """
+    try:
+        fd = os.open(dev, os.O_RDWR)
+        os.close(fd)
+    except OSError as e:
+        return False, f"{dev} does not open ({e.strerror})"
+    try:
+        flags = set()
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        return False, f"{cpuinfo} unreadable"
+    if not flags & {"vmx", "svm"}:
+        return False, f"{dev} opens but the CPU lists neither vmx nor svm"
+    return True, f"{dev} opens and the CPU has {'vmx' if 'vmx' in flags else 'svm'}"
+
+
+def choose_accel(requested: str, usable: tuple[bool, str]) -> tuple[str, str]:
+    """-> (accel, reason)."""
+    ok, why = usable
+    if requested == "tcg":
+        return "tcg", "accel: tcg requested"
+    if requested == "kvm":
+        return "kvm", "accel: kvm requested" + ("" if ok else f" (warning: {why})")
+    return ("kvm", why) if ok else ("tcg", why)
+
+
+@dataclass(frozen=True)
+class NvmeDrive:
+    backing: Path  # raw namespace backing file
+    cmb_size_mb: int
+
+
+@dataclass(frozen=True)
+class QemuCommand:
+    argv: tuple[str, ...]
+    accel: str
+    accel_reason: str
+    ssh_port: int
+    qmp_socket: Path
+
+    def shell(self) -> str:
+        import shlex
+
+        return " ".join(shlex.quote(a) for a in self.argv)
+
+
+def kernel_cmdline(ssh_pubkey_b64: str, extra: str = "") -> str:
+    parts = [
+        "console=ttyS0,115200", "earlyprintk=serial,ttyS0,115200", "root=/dev/vda", "rw", "rootfstype=ext4",
+        "init=/sbin/rig-init",
+        # a panic ends QEMU (with -no-reboot) instead of hanging; the console watcher reports it
+        "panic=-1",
+        "nokaslr",  # stable addresses in traces, decodable against vmlinux
+        "net.ifnames=0", "tsc=reliable", f"rig.sshkey={ssh_pubkey_b64}",
+    ]
+    cmd = " ".join(p for p in parts if p)
+    return f"{cmd} {extra}".strip()
+
+
+def build_command(
+    machine: MachineConfig,
+    *,
+    accel: tuple[str, str],
+    bzimage: Path,
+    root_overlay: Path,
+    nvme: list[NvmeDrive],
+    ssh_port: int,
+    qmp_socket: Path,
+    cmdline: str,
+    qemu_binary: str = "qemu-system-x86_64",
+) -> QemuCommand:
+    acc, reason = accel
+    cpu = machine.cpu if machine.cpu != "auto" else ("host" if acc == "kvm" else "max")
+    argv = [
+        qemu_binary,
+        "-machine", "q35",
+        "-accel", acc,
+        "-cpu", cpu,
+        "-smp", str(machine.smp),
+        "-m", str(machine.memory_mb),
+        "-nodefaults", "-display", "none", "-no-reboot",
+        "-serial", "stdio",
+        "-kernel", str(bzimage),
+        "-append", cmdline,
+        "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+        # root disk: virtio-blk (a block device without P2PDMA support, the EREMOTEIO control)
+        "-drive", f"file={root_overlay},if=none,id=root,format=qcow2,cache=unsafe",
+        "-device", "virtio-blk-pci,drive=root,addr=0x2",
+        # user networking, SSH on 127.0.0.1 only; romfile= skips the iPXE ROM (faster boot)
+        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=n0,romfile=,addr=0x3",
+    ]
+    for i, drive in enumerate(nvme):
+        argv += [
+            "-drive", f"file={drive.backing},if=none,id=nvm{i},format=raw,cache=unsafe",
+            "-device",
+            f"nvme,id=nvme{i},serial=p2pdmarig{i:04d},drive=nvm{i},cmb_size_mb={drive.cmb_size_mb},addr={0x4 + i:#x}",
+        ]
+    return QemuCommand(tuple(argv), acc, reason, ssh_port, qmp_socket)

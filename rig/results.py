@@ -1,0 +1,123 @@
+"""Results stage: case results + manifest -> results.json, ktap.txt, junit.xml, a summary table, an exit code.
+Serializers only; runs nothing."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections import Counter, OrderedDict
+from dataclasses import asdict
+from pathlib import Path
+
+from rig.errors import EXIT_CASE_FAILED, EXIT_GUEST_CRASH, EXIT_OK
+from rig.runner import BootRecord, CaseResult
+
+FAILING = ("fail", "error")
+
+
+def exit_code(results: list[CaseResult], boots: list[BootRecord]) -> int:
+    crashed = any(s.get("fatal") for b in boots for s in b.splats) or any(
+        s.get("fatal") or s.get("kind") in ("oops", "bug", "kasan") for r in results for s in r.splats
+    )
+    if crashed:
+        return EXIT_GUEST_CRASH
+    if any(r.verdict in FAILING for r in results):
+        return EXIT_CASE_FAILED
+    return EXIT_OK
+
+
+def counts(results: list[CaseResult]) -> Counter:
+    return Counter(r.verdict for r in results)
+
+
+def to_json(results: list[CaseResult], boots: list[BootRecord], manifest: dict) -> dict:
+    return {
+        "summary": dict(counts(results)),
+        "exit_code": exit_code(results, boots),
+        "cases": [asdict(r) for r in results],
+        "splats": [dict(s, boot=b.boot) for b in boots for s in b.splats],
+        "boots": [
+            {"boot": b.boot, "ready_s": b.ready_s, "accel": b.accel, "ended_by": b.ended_by,
+             "qemu_cmdline": b.qemu_cmdline, "dir": str(b.workdir)}
+            for b in boots
+        ],
+        "manifest": manifest,
+    }
+
+
+def to_ktap(results: list[CaseResult]) -> str:
+    """KTAP v1 (Documentation/dev-tools/ktap.rst): one subtest per area, one test line per case."""
+    areas: OrderedDict[str, list[CaseResult]] = OrderedDict()
+    for r in results:
+        areas.setdefault(r.area, []).append(r)
+    out = ["KTAP version 1", f"1..{len(areas)}"]
+    for n, (area, rs) in enumerate(areas.items(), 1):
+        out += ["    KTAP version 1", f"    # Subtest: {area}", f"    1..{len(rs)}"]
+        for m, r in enumerate(rs, 1):
+            ok = "ok" if r.verdict in ("pass", "xfail", "xpass", "skip") else "not ok"
+            directive = {"skip": f" # SKIP {r.reason}", "xfail": " # XFAIL", "xpass": " # XPASS"}.get(r.verdict, "")
+            for mm in r.mismatches:
+                out.append(f"    # {r.id}: {mm}")
+            out.append(f"    {ok} {m} {r.id}{directive}")
+        area_ok = "ok" if all(r.verdict not in FAILING for r in rs) else "not ok"
+        out.append(f"{area_ok} {n} {area}")
+    return "\n".join(out) + "\n"
+
+
+def to_junit(results: list[CaseResult], name: str = "p2pdma-rig") -> str:
+    suite = ET.Element("testsuite", name=name, tests=str(len(results)),
+                       failures=str(sum(r.verdict == "fail" for r in results)),
+                       errors=str(sum(r.verdict == "error" for r in results)),
+                       skipped=str(sum(r.verdict in ("skip", "xfail") for r in results)),
+                       time=f"{sum(r.duration_s for r in results):.3f}")
+    for r in results:
+        tc = ET.SubElement(suite, "testcase", classname=r.area, name=r.id, time=f"{r.duration_s:.3f}")
+        if r.verdict in FAILING:
+            el = ET.SubElement(tc, "failure" if r.verdict == "fail" else "error",
+                               message=(r.reason or "; ".join(r.mismatches))[:500])
+            el.text = r.failure_text()
+        elif r.verdict == "skip":
+            ET.SubElement(tc, "skipped", message=r.reason)
+        elif r.verdict == "xfail":
+            ET.SubElement(tc, "skipped", message=f"XFAIL: {r.reason}")
+        if r.verdict == "xpass":
+            ET.SubElement(tc, "system-out").text = f"XPASS: {r.reason}"
+    root = ET.Element("testsuites")
+    root.append(suite)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def summary_table(results: list[CaseResult]) -> str:
+    areas: OrderedDict[str, Counter] = OrderedDict()
+    for r in results:
+        areas.setdefault(r.area, Counter())[r.verdict] += 1
+    cols = ("pass", "fail", "xfail", "xpass", "skip", "error")
+    head = f"{'area':<10}" + "".join(f"{c:>7}" for c in cols)
+    lines = [head, "-" * len(head)]
+    total: Counter = Counter()
+    for area, c in areas.items():
+        total.update(c)
+        lines.append(f"{area:<10}" + "".join(f"{c.get(k, 0):>7}" for k in cols))
+    lines.append("-" * len(head))
+    lines.append(f"{'total':<10}" + "".join(f"{total.get(k, 0):>7}" for k in cols))
+    bad = [r for r in results if r.verdict in FAILING + ("xpass",)]
+    for r in bad:
+        lines.append(f"  {r.verdict.upper():5s} {r.id}: {r.reason or '; '.join(r.mismatches)}"[:200])
+        for m in r.mismatches:
+            lines.append(f"        {m}"[:200])
+    return "\n".join(lines)
+
+
+def write_run(run_dir: Path, results: list[CaseResult], boots: list[BootRecord], manifest: dict) -> dict:
+    data = to_json(results, boots, manifest)
+    (run_dir / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    (run_dir / "ktap.txt").write_text(to_ktap(results))
+    (run_dir / "junit.xml").write_text(to_junit(results))
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # run-level copies of the last boot's console and dmesg, and every boot's QEMU command line
+    if boots:
+        last = boots[-1].workdir
+        for name in ("console.log", "dmesg.txt"):
+            if (last / name).exists():
+                (run_dir / name).write_text((last / name).read_text(errors="replace"))
+        (run_dir / "qemu-cmdline.txt").write_text("".join(f"# boot {b.boot}\n{b.qemu_cmdline}\n" for b in boots))
+    return data

@@ -1,0 +1,290 @@
+"""VM stage: start QEMU from a QemuCommand, read its serial console, talk QMP and SSH, always stop it.
+
+`RunningVM` is a context manager: QEMU is stopped on normal exit, on an exception and on Ctrl-C, and it is
+started with PR_SET_PDEATHSIG so that even a SIGKILLed rig takes its QEMU with it.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+
+from rig.config import MachineConfig
+from rig.errors import BootError, GuestError
+from rig.image import GuestImage, SshKey
+from rig.kernel import KernelBuild
+from rig.progress import Progress
+from rig.qemu import READY_MARKER, NvmeDrive, QemuCommand, build_command, choose_accel, kernel_cmdline, kvm_usable
+
+QEMU_BINARY = "qemu-system-x86_64"
+
+# paramiko logs every refused connection while sshd is still starting as a traceback; the rig reports SSH
+# failures itself
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # runs in the forked child before exec: SIGKILL QEMU if the rig process dies, whatever the cause
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    # (pexpect already gives QEMU its own session on the pty, so a terminal Ctrl-C reaches only the rig,
+    # which then stops QEMU cleanly)
+
+
+@dataclass
+class CommandResult:
+    exited: int
+    stdout: str
+    stderr: str
+
+
+class Console:
+    """Reads the serial console in a thread (QEMU blocks if nobody drains it) into console.log and memory."""
+
+    def __init__(self, child: pexpect.spawn, log_path: Path):
+        self._child = child
+        self._chunks: list[str] = []
+        self._lock = threading.Lock()
+        self._log = open(log_path, "a", encoding="utf-8", errors="replace")
+        self.closed = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="console", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                data = self._child.read_nonblocking(65536, timeout=0.5)
+            except pexpect.TIMEOUT:
+                continue
+            except (pexpect.EOF, OSError, ValueError):
+                break
+            data = data.replace("\r\n", "\n").replace("\r", "")
+            with self._lock:
+                self._chunks.append(data)
+                self._log.write(data)
+                self._log.flush()
+        self.closed.set()
+
+    def text(self) -> str:
+        with self._lock:
+            if len(self._chunks) > 1:
+                self._chunks[:] = ["".join(self._chunks)]
+            return self._chunks[0] if self._chunks else ""
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.text().splitlines()[-n:])
+
+    def wait_for(self, needle: str, timeout: float, stop_if=lambda: False) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text():
+                return True
+            if self.closed.is_set() or stop_if():
+                return needle in self.text()
+            time.sleep(0.1)
+        return False
+
+    def close(self) -> None:
+        self._thread.join(timeout=5)
+        self._log.close()
+
+
+class RunningVM:
+    def __init__(self, cmd: QemuCommand, key: SshKey, workdir: Path, sockdir: Path, boot: int):
+        self.cmd = cmd
+        self.key = key
+        self.workdir = workdir
+        self._sockdir = sockdir
+        self.boot = boot
+        self.started = time.monotonic()
+        self.ready_s: float | None = None
+        self._child: pexpect.spawn | None = None
+        self.console: Console | None = None
+        self._conn = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "RunningVM":
+        self._child = pexpect.spawn(
+            self.cmd.argv[0], list(self.cmd.argv[1:]), encoding="utf-8", codec_errors="replace", timeout=None,
+            preexec_fn=_die_with_parent, echo=False,
+        )
+        self.console = Console(self._child, self.workdir / "console.log")
+        return self
+
+    def alive(self) -> bool:
+        return bool(self._child and self._child.isalive())
+
+    def wait_ready(self, timeout: float, progress: Progress | None = None) -> None:
+        assert self.console
+        if progress:
+            progress.update(f"boot {self.boot}: waiting for the guest (console: {self.workdir / 'console.log'})")
+        if not self.console.wait_for(READY_MARKER, timeout, stop_if=lambda: not self.alive()):
+            why = "QEMU exited" if not self.alive() else f"no ready marker within {timeout:.0f}s"
+            raise BootError(f"guest did not boot: {why}. Last console lines:\n{self.console.tail(25)}\n"
+                            f"  console log: {self.workdir / 'console.log'}")
+        deadline = time.monotonic() + max(30.0, timeout / 2)
+        last_err: Exception | None = None
+        while time.monotonic() < deadline and self.alive():
+            try:
+                if self.run("true", timeout=15).exited == 0:
+                    self.ready_s = time.monotonic() - self.started
+                    return
+            except Exception as e:  # noqa: BLE001 - any SSH failure means "not yet"
+                last_err = e
+                self._drop_connection()
+            time.sleep(0.5)
+        raise BootError(f"guest booted but SSH on 127.0.0.1:{self.cmd.ssh_port} never answered ({last_err}). "
+                        f"Last console lines:\n{self.console.tail(25)}")
+
+    def stop(self) -> None:
+        self._drop_connection()
+        if self._child is not None:
+            if self._child.isalive():
+                self._qmp_quit()
+                deadline = time.monotonic() + 10
+                while self._child.isalive() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            if self._child.isalive():
+                self._child.terminate(force=True)
+            try:
+                self._child.close(force=True)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.console:
+            self.console.close()
+        shutil.rmtree(self._sockdir, ignore_errors=True)
+
+    def __enter__(self) -> "RunningVM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ QMP
+    def qmp(self, command: str, **args):
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        mon = QEMUMonitorProtocol(str(self.cmd.qmp_socket))
+        try:
+            mon.connect()
+            return mon.cmd(command, **args)
+        finally:
+            mon.close()
+
+    def _qmp_quit(self) -> None:
+        try:
+            self.qmp("quit")
+        except Exception:  # noqa: BLE001 - QEMU may already be gone; terminate() follows
+            pass
+
+    # ------------------------------------------------------------ SSH (fabric)
+    def connection(self):
+        if self._conn is None:
+            from fabric import Connection
+
+            self._conn = Connection(
+                host="127.0.0.1", port=self.cmd.ssh_port, user="root", connect_timeout=10,
+                connect_kwargs={"key_filename": str(self.key.private), "look_for_keys": False,
+                                "allow_agent": False, "banner_timeout": 30, "auth_timeout": 30},
+            )
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._conn = None
+
+    def run(self, command: str, timeout: float = 60) -> CommandResult:
+        """Run a shell command in the guest. Raises GuestError when the guest does not answer in time."""
+        from invoke.exceptions import CommandTimedOut
+
+        try:
+            r = self.connection().run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
+        except CommandTimedOut as e:
+            self._drop_connection()
+            raise GuestError(f"guest command timed out after {timeout:.0f}s: {command}") from e
+        except (OSError, EOFError) as e:
+            self._drop_connection()
+            raise GuestError(f"SSH to the guest failed ({e.__class__.__name__}: {e})") from e
+        except Exception as e:  # paramiko's SSHException and friends
+            self._drop_connection()
+            raise GuestError(f"SSH to the guest failed ({e.__class__.__name__}: {e})") from e
+        return CommandResult(r.exited, r.stdout, r.stderr)
+
+    def put(self, local: Path, remote: str) -> None:
+        self.connection().put(str(local), remote)
+
+    def get(self, remote: str, local: Path) -> None:
+        self.connection().get(remote, str(local))
+
+    def ssh_command(self) -> str:
+        return (f"ssh -i {self.key.private} -p {self.cmd.ssh_port} -o StrictHostKeyChecking=no "
+                f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1")
+
+
+def start_vm(
+    machine: MachineConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, workdir: Path, *,
+    boot: int = 1, progress: Progress | None = None,
+) -> RunningVM:
+    """Prepare overlay and NVMe backing files in workdir, start QEMU, wait for SSH. Caller must stop()."""
+    qemu = shutil.which(QEMU_BINARY)
+    if not qemu:
+        raise BootError(f"{QEMU_BINARY} not found. Fix: run `make deps` (installs qemu-system-x86).")
+    if not shutil.which("qemu-img"):
+        raise BootError("qemu-img not found. Fix: run `make deps` (installs qemu-utils).")
+    workdir.mkdir(parents=True, exist_ok=True)
+    overlay = workdir / "root.qcow2"
+    overlay.unlink(missing_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk), str(overlay)],
+                   check=True)
+    drives = []
+    for i, n in enumerate(machine.nvme):
+        backing = workdir / f"nvme{i}.img"
+        with open(backing, "wb") as f:
+            f.truncate(n.namespace_mb * 1024 * 1024)
+        drives.append(NvmeDrive(backing, n.cmb_size_mb))
+    # unix socket paths are limited to 108 bytes, so the QMP socket lives in a short temp dir
+    sockdir = Path(tempfile.mkdtemp(prefix="p2pdma-rig-"))
+    accel = choose_accel(machine.accel, kvm_usable())
+    last: Exception | None = None
+    for _attempt in range(3):  # a free port can be taken between free_port() and QEMU's bind
+        cmd = build_command(
+            machine, accel=accel, bzimage=kernel.bzimage, root_overlay=overlay, nvme=drives, ssh_port=free_port(),
+            qmp_socket=sockdir / "qmp.sock", cmdline=kernel_cmdline(key.public_b64, machine.kernel_cmdline),
+            qemu_binary=qemu,
+        )
+        (workdir / "qemu-cmdline.txt").write_text(cmd.shell() + "\n")
+        vm = RunningVM(cmd, key, workdir, sockdir, boot).start()
+        try:
+            vm.wait_ready(machine.boot_timeout_s, progress)
+            return vm
+        except BaseException as e:
+            text = vm.console.text() if vm.console else ""
+            vm.stop()
+            if "Could not set up host forwarding rule" in text:
+                last = e
+                sockdir.mkdir(exist_ok=True)
+                continue
+            raise
+    raise BootError(f"QEMU could not bind a forwarded SSH port three times: {last}")
