@@ -59,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     _common(boot)
     _machine(boot)
     boot.add_argument("--out", metavar="DIR", help="directory for console.log etc. (default: out/boot-<id>)")
+    boot.add_argument("--topology", default="default",
+                      help="machine variant from rig.yaml `topologies` (switch, rootbus-intel, rootbus-amd, ...)")
 
     ssh = sub.add_parser("ssh", help="open a shell (or run a command) in the VM of the latest `rig boot`")
     ssh.add_argument("--dir", metavar="DIR", help="the boot's directory (default: out/latest-boot)")
@@ -201,8 +203,10 @@ def cmd_boot(args: argparse.Namespace) -> int:
     kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
+    if args.topology != "default" and args.topology not in cfg.topologies:
+        raise RigError(f"unknown topology {args.topology!r}; defined: default, {', '.join(sorted(cfg.topologies))}")
     d = _new_run_dir(cfg, args.out, prefix="boot-")
-    vm = start_vm(cfg.machine, kernel, image, key, d, progress=Progress("boot"))
+    vm = start_vm(cfg.machine_for(args.topology), kernel, image, key, d, progress=Progress("boot"))
     try:
         (d / "ssh.json").write_text(json.dumps({"port": vm.cmd.ssh_port, "key": str(key.private),
                                                 "pid": os.getpid()}) + "\n")

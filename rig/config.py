@@ -47,10 +47,16 @@ class ImageConfig:
 
 @dataclass(frozen=True)
 class NvmeConfig:
-    # Controller Memory Buffer size; QEMU needs a power of two and Linux a multiple of 2 MiB
+    # Controller Memory Buffer size; QEMU needs a power of two and Linux a multiple of 2 MiB; 0 = no CMB
     cmb_size_mb: int = 64
-    # size of the namespace's backing file (sparse)
+    # size of the namespace (a sparse backing file, or the null-co device)
     namespace_mb: int = 256
+    # where the controller sits: root (an integrated endpoint on the root complex), root-port (its own
+    # hot-pluggable PCIe root port), switch (a downstream port of the one PCIe switch, x3130/xio3130)
+    attach: str = "root"
+    # > 0: back the namespace with QEMU's null-co driver and this latency per request, to keep O_DIRECT
+    # in flight for race tests (no data is stored)
+    latency_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,33 @@ class MachineConfig:
     smp: int = 2
     boot_timeout_s: int = 120
     kernel_cmdline: str = ""  # appended to the rig's own command line
+    qemu_binary: str = "qemu-system-x86_64"  # name on PATH or a path (a QEMU built by hand)
     nvme: tuple[NvmeConfig, ...] = (NvmeConfig(),)
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    """A named machine variant that some cases need (a peer under a switch, a CPU model...)."""
+
+    cpu: str = ""  # "" = machine.cpu
+    nvme: tuple[NvmeConfig, ...] = (NvmeConfig(),)
+    description: str = ""
+
+
+DEFAULT_TOPOLOGIES = {
+    "switch": TopologyConfig(
+        nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch")),
+        description="provider and a peer NVMe under one PCIe switch (no ACS in QEMU): P2P works"),
+    "rootbus-intel": TopologyConfig(
+        cpu="Nehalem", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
+        description="provider and peer on the root complex, Intel CPU model: P2P refused (host bridge not whitelisted)"),
+    "rootbus-amd": TopologyConfig(
+        cpu="EPYC", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
+        description="provider and peer on the root complex, AMD family 0x17 CPU model: P2P through the host bridge"),
+    "switch-slow": TopologyConfig(
+        nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch", latency_ns=2_000_000_000)),
+        description="as switch, but the peer's backend takes 2 s per request: O_DIRECT stays in flight"),
+}
 
 
 @dataclass(frozen=True)
@@ -82,12 +114,20 @@ class RigConfig:
     machine: MachineConfig = MachineConfig()
     probes: ProbesConfig = ProbesConfig()
     profiles: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
+    topologies: dict[str, TopologyConfig] = field(default_factory=lambda: dict(DEFAULT_TOPOLOGIES))
     source_file: str = ""  # the YAML this came from (not a YAML key)
 
     @property
     def cache_path(self) -> Path:
         raw = self.cache_dir or os.environ.get("P2PDMA_RIG_CACHE") or "~/.cache/p2pdma-rig"
         return Path(raw).expanduser().resolve()
+
+    def machine_for(self, topology: str) -> MachineConfig:
+        """The machine of a topology: `default` is machine itself, others replace its CPU and NVMe list."""
+        if topology == "default":
+            return self.machine
+        topo = self.topologies[topology]
+        return dataclasses.replace(self.machine, cpu=topo.cpu or self.machine.cpu, nvme=topo.nvme)
 
     @property
     def out_path(self) -> Path:
@@ -162,17 +202,21 @@ def _check(cfg: RigConfig, file: str) -> None:
         raise ConfigError(f"{file}: 'machine.memory_mb' must be at least 256, got {m.memory_mb}")
     if m.smp < 1:
         raise ConfigError(f"{file}: 'machine.smp' must be at least 1, got {m.smp}")
-    if not m.nvme:
-        raise ConfigError(f"{file}: 'machine.nvme' needs at least one NVMe controller (its CMB is the P2P memory)")
-    for i, n in enumerate(m.nvme):
-        size = n.cmb_size_mb
-        if size < 2 or size & (size - 1):
-            raise ConfigError(
-                f"{file}: 'machine.nvme[{i}].cmb_size_mb' is {size}: it must be a power of two >= 2 "
-                "(QEMU requires a power-of-two BAR; Linux ignores a CMB smaller than 2 MiB). Try 64."
-            )
-        if n.namespace_mb < 16:
-            raise ConfigError(f"{file}: 'machine.nvme[{i}].namespace_mb' must be at least 16, got {n.namespace_mb}")
+    machines = [("machine.nvme", m.nvme)] + [(f"topologies.{k}.nvme", t.nvme) for k, t in cfg.topologies.items()]
+    for where, nvmes in machines:
+        if not any(n.cmb_size_mb for n in nvmes):
+            raise ConfigError(f"{file}: '{where}' needs at least one NVMe controller with a CMB (the P2P memory)")
+        for i, n in enumerate(nvmes):
+            size = n.cmb_size_mb
+            if size != 0 and (size < 2 or size & (size - 1)):
+                raise ConfigError(
+                    f"{file}: '{where}[{i}].cmb_size_mb' is {size}: it must be a power of two >= 2, or 0 for no "
+                    "CMB (QEMU requires a power-of-two BAR; Linux ignores a CMB smaller than 2 MiB). Try 64."
+                )
+            if n.namespace_mb < 16:
+                raise ConfigError(f"{file}: '{where}[{i}].namespace_mb' must be at least 16, got {n.namespace_mb}")
+            if n.attach not in ("root", "root-port", "switch"):
+                raise ConfigError(f"{file}: '{where}[{i}].attach' must be root, root-port or switch, got {n.attach!r}")
     if cfg.probes.semantics not in ("merged", "v3"):
         raise ConfigError(f"{file}: 'probes.semantics' must be merged or v3, got {cfg.probes.semantics!r}")
     if cfg.kernel.profile not in cfg.profiles:
@@ -188,6 +232,15 @@ def _check(cfg: RigConfig, file: str) -> None:
             raise ConfigError(f"{file}: 'kernel.kconfig_add' entry {line!r} must look like CONFIG_FOO=y")
 
 
+def _as_yaml(obj: Any) -> Any:
+    """A dataclass default as the plain YAML data it would be read from (so user entries merge with it)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _as_yaml(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_as_yaml(v) for v in obj]
+    return obj
+
+
 def load_config(path: Path | str | None = None, overrides: dict | None = None) -> RigConfig:
     """Read a rig.yaml (default: the repo's) and apply dotted-key overrides from the command line."""
     file = Path(path) if path else DEFAULT_CONFIG
@@ -201,7 +254,10 @@ def load_config(path: Path | str | None = None, overrides: dict | None = None) -
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
+            ctx = getattr(e, "context_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            if ctx and mark and ctx.line != mark.line:
+                where += f" ({getattr(e, 'context', '')} at line {ctx.line + 1})"
             raise ConfigError(f"{file}: malformed YAML{where}: {getattr(e, 'problem', e)}")
         if loaded is None:
             loaded = {}
@@ -214,6 +270,8 @@ def load_config(path: Path | str | None = None, overrides: dict | None = None) -
         for p in parents:
             node = node.setdefault(p, {})
         node[last] = value
+    if "topologies" in data and isinstance(data["topologies"], dict):
+        data["topologies"] = {**{k: _as_yaml(v) for k, v in DEFAULT_TOPOLOGIES.items()}, **data["topologies"]}
     if "profiles" in data and isinstance(data["profiles"], dict):
         # user profiles add to the built-in ones
         data["profiles"] = {**{k: list(v) for k, v in DEFAULT_PROFILES.items()}, **data["profiles"]}

@@ -1,6 +1,7 @@
 """guest-tests/expectations.yaml -> expectations and known issues -> a verdict for an observation. Pure."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ class Expectation:
     expect: dict
     expect_v3: dict | None = None
     known_issue: KnownIssue | None = None
+    dmesg: tuple[str, ...] = ()  # regexes that must match a line the kernel logged during the case
+    topology: str = "default"  # the machine the case needs (rig.yaml `topologies`)
 
     @property
     def area(self) -> str:
@@ -70,10 +73,11 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
             raise ConfigError(f"{path}: case {cid!r} needs an 'area.name' id and an 'expect' mapping")
         if not raw.get("section"):
             raise ConfigError(f"{path}: case {cid!r} needs a 'section' of p2pdma-behaviour.md")
-        unknown = set(raw) - {"section", "expect", "expect_v3"}
+        unknown = set(raw) - {"section", "expect", "expect_v3", "dmesg", "topology"}
         if unknown:
             raise ConfigError(f"{path}: case {cid!r} has unknown key(s) {', '.join(sorted(unknown))}")
-        out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(cid))
+        out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(cid),
+                               tuple(raw.get("dmesg") or ()), str(raw.get("topology", "default")))
     return out
 
 
@@ -100,9 +104,13 @@ def compare(expected: dict, observed: dict) -> list[str]:
     return out
 
 
-def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged", problem: str = "") -> Judgement:
-    """Verdict for one case. `problem` is what went wrong around the probe (timeout, crash, splat)."""
+def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged", problem: str = "",
+          dmesg: str = "") -> Judgement:
+    """Verdict for one case. `problem` is what went wrong around the probe (timeout, crash, splat);
+    `dmesg` is what the kernel logged during the case."""
     expected = exp.for_semantics(semantics)
+    if exp.dmesg:
+        expected = {**expected, "dmesg": list(exp.dmesg)}
     if problem:
         return Judgement("error" if probe_result is None else "fail", expected, [], problem)
     if probe_result is None:
@@ -112,7 +120,10 @@ def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged"
     if "error" in probe_result:
         return Judgement("error", expected, [], f"probe could not run: {probe_result['error']}")
     observed = probe_result.get("obs") or {}
-    mismatches = compare(expected, observed)
+    mismatches = compare(exp.for_semantics(semantics), observed)
+    for pattern in exp.dmesg:
+        if not re.search(pattern, dmesg):
+            mismatches.append(f"dmesg: expected a line matching {pattern!r}, none logged during the case")
     issue = exp.known_issue
     if issue:
         if mismatches:

@@ -23,7 +23,7 @@ from rig.progress import Progress
 
 FRAGMENT_DIR = REPO_ROOT / "kernel-config"
 # bump when the build recipe below changes in a way that changes the artifacts
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -157,11 +157,12 @@ class _Make:
     def __init__(self, src: Path, out: Path, log: Path, cache_root: Path):
         self.src, self.out, self.log = src, out, log
         self.env = dict(os.environ)
-        # ccache: paths made relative to the cache root so a rebuild in another build dir still hits
+        # ccache without CCACHE_BASEDIR: rewriting paths to relative ones would defeat the kernel's
+        # -fmacro-prefix-map and print WARN locations as ../../src/.../mm/gup.c instead of mm/gup.c. The build
+        # directory is stable per source and profile, so absolute paths still hit.
+        self.env.pop("CCACHE_BASEDIR", None)
         self.env.update(
             CCACHE_DIR=str(cache_root / "ccache"),
-            CCACHE_BASEDIR=str(cache_root),
-            CCACHE_NOHASHDIR="1",
             KBUILD_BUILD_USER="p2pdma-rig",
             KBUILD_BUILD_HOST="rig",
         )
@@ -225,8 +226,15 @@ def build_kernel(spec: KernelSpec, progress: Progress | None = None) -> KernelBu
             return load_build(entry.path)
         started = time.time()
         src = _extract_source(spec, progress)
-        out = spec.cache_root / "build" / spec.source.ident / spec.profile
+        # one build dir per source and profile (incremental rebuilds); ad-hoc options get their own
+        variant = spec.profile + (f"-{digest(*spec.kconfig_add)[:8]}" if spec.kconfig_add else "")
+        out = spec.cache_root / "build" / spec.source.ident / variant
+        stamp = out / ".rig-recipe"
+        if out.exists() and (not stamp.exists() or stamp.read_text() != RECIPE_VERSION):
+            # objects built by an older recipe (other compiler flags) must not be reused
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(RECIPE_VERSION)
         logs = spec.cache_root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"kernel-{key}.log"

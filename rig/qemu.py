@@ -45,8 +45,11 @@ def choose_accel(requested: str, usable: tuple[bool, str]) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class NvmeDrive:
-    backing: Path  # raw namespace backing file
-    cmb_size_mb: int
+    backing: Path  # raw namespace backing file (unused with latency_ns: null-co stores nothing)
+    cmb_size_mb: int  # 0 = no CMB
+    attach: str = "root"  # root | root-port | switch
+    latency_ns: int = 0
+    size_mb: int = 256
 
 
 @dataclass(frozen=True)
@@ -109,10 +112,34 @@ def build_command(
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=n0,romfile=,addr=0x3",
     ]
-    for i, drive in enumerate(nvme):
-        argv += [
-            "-drive", f"file={drive.backing},if=none,id=nvm{i},format=raw,cache=unsafe",
-            "-device",
-            f"nvme,id=nvme{i},serial=p2pdmarig{i:04d},drive=nvm{i},cmb_size_mb={drive.cmb_size_mb},addr={0x4 + i:#x}",
-        ]
+    argv += nvme_topology_args(nvme)
     return QemuCommand(tuple(argv), acc, reason, ssh_port, qmp_socket)
+
+
+def nvme_topology_args(nvme: list[NvmeDrive]) -> list[str]:
+    """NVMe controllers where the topology puts them. Slots: root-complex endpoints from 00:04.0, root ports
+    from 00:10.0, the switch's root port at 00:18.0 (upstream x3130, one xio3130 downstream port per drive)."""
+    argv: list[str] = []
+    switch_ports = 0
+    for i, drive in enumerate(nvme):
+        if drive.latency_ns:
+            argv += ["-blockdev", f"driver=null-co,node-name=nvm{i},size={drive.size_mb * 1024 * 1024},"
+                                  f"latency-ns={drive.latency_ns},read-zeroes=on"]
+        else:
+            argv += ["-drive", f"file={drive.backing},if=none,id=nvm{i},format=raw,cache=unsafe"]
+        if drive.attach == "root":
+            where = f"bus=pcie.0,addr={0x4 + i:#x}"
+        elif drive.attach == "root-port":
+            argv += ["-device", f"pcie-root-port,id=rp{i},bus=pcie.0,addr={0x10 + i:#x},chassis={1 + i},slot={1 + i}"]
+            where = f"bus=rp{i}"
+        else:  # switch
+            if switch_ports == 0:
+                argv += ["-device", "pcie-root-port,id=swrp,bus=pcie.0,addr=0x18,chassis=30,slot=30",
+                         "-device", "x3130-upstream,id=swup,bus=swrp"]
+            argv += ["-device", f"xio3130-downstream,id=swdn{switch_ports},bus=swup,chassis={40 + switch_ports},"
+                                f"slot={switch_ports}"]
+            where = f"bus=swdn{switch_ports}"
+            switch_ports += 1
+        cmb = f",cmb_size_mb={drive.cmb_size_mb}" if drive.cmb_size_mb else ""
+        argv += ["-device", f"nvme,id=nvme{i},serial=p2pdmarig{i:04d},drive=nvm{i}{cmb},{where}"]
+    return argv

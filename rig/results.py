@@ -36,7 +36,7 @@ def to_json(results: list[CaseResult], boots: list[BootRecord], manifest: dict) 
         "cases": [asdict(r) for r in results],
         "splats": [dict(s, boot=b.boot) for b in boots for s in b.splats],
         "boots": [
-            {"boot": b.boot, "ready_s": b.ready_s, "accel": b.accel, "ended_by": b.ended_by,
+            {"boot": b.boot, "topology": b.topology, "ready_s": b.ready_s, "accel": b.accel, "ended_by": b.ended_by,
              "qemu_cmdline": b.qemu_cmdline, "dir": str(b.workdir)}
             for b in boots
         ],

@@ -9,7 +9,7 @@ from pathlib import Path
 from rig import console as consolemod
 from rig import probes as probesmod
 from rig.config import RigConfig
-from rig.errors import GuestError
+from rig.errors import ConfigError, GuestError
 from rig.expectations import Expectation, judge
 from rig.image import GuestImage, SshKey
 from rig.kernel import KernelBuild
@@ -50,6 +50,7 @@ class CaseResult:
 @dataclass
 class BootRecord:
     boot: int
+    topology: str
     workdir: Path
     ready_s: float | None
     accel: str
@@ -75,13 +76,14 @@ class Suite:
         self.results: list[CaseResult] = []
 
     # ------------------------------------------------------------ VM lifecycle
-    def _boot(self) -> RunningVM:
+    def _boot(self, topology: str) -> RunningVM:
         n = len(self.boots) + 1
         workdir = self.run_dir / f"boot-{n}"
-        self.progress.update(f"booting VM {n}")
-        vm = start_vm(self.cfg.machine, self.kernel, self.image, self.key, workdir, boot=n, progress=self.progress)
-        self.boots.append(BootRecord(n, workdir, vm.ready_s, vm.cmd.accel, vm.cmd.shell()))
-        self.progress.note(f"VM {n} up in {vm.ready_s:.1f}s ({vm.cmd.accel}: {vm.cmd.accel_reason}); "
+        self.progress.update(f"booting VM {n} (topology {topology})")
+        machine = self.cfg.machine_for(topology)
+        vm = start_vm(machine, self.kernel, self.image, self.key, workdir, boot=n, progress=self.progress)
+        self.boots.append(BootRecord(n, topology, workdir, vm.ready_s, vm.cmd.accel, vm.cmd.shell()))
+        self.progress.note(f"VM {n} ({topology}) up in {vm.ready_s:.1f}s ({vm.cmd.accel}: {vm.cmd.accel_reason}); "
                            f"ssh: {vm.ssh_command()}")
         probesmod.upload(vm, self.probe_set, workdir)
         self.vm = vm
@@ -116,7 +118,11 @@ class Suite:
     # ------------------------------------------------------------ cases
     def run_one(self, case_id: str) -> CaseResult:
         exp = self.expectations[case_id]
-        vm = self.vm if self.vm and self.vm.alive() else self._boot()
+        if exp.topology not in ("default", *self.cfg.topologies):
+            raise ConfigError(f"case {case_id} needs topology {exp.topology!r}, which rig.yaml does not define")
+        if self.vm and self.boots[-1].topology != exp.topology:
+            self._retire(f"next case needs topology {exp.topology}")
+        vm = self.vm if self.vm and self.vm.alive() else self._boot(exp.topology)
         boot = self.boots[-1].boot
         timeout = float(self.cfg.probes.case_timeout_s)
         self.progress.update(f"{case_id}")
@@ -143,7 +149,7 @@ class Suite:
             problem = f"the guest stopped answering during the case ({why})"
         if splats:
             problem = (problem + "; " if problem else "") + "kernel splat: " + "; ".join(s.title for s in splats)
-        judgement = judge(exp, run.result, self.cfg.probes.semantics, problem)
+        judgement = judge(exp, run.result, self.cfg.probes.semantics, problem, dmesg)
         verdict = judgement.verdict
         result = CaseResult(
             id=case_id, area=exp.area, description=self.probe_set.cases.get(case_id, ""), section=exp.section,

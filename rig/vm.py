@@ -27,8 +27,6 @@ from rig.kernel import KernelBuild
 from rig.progress import Progress
 from rig.qemu import READY_MARKER, NvmeDrive, QemuCommand, build_command, choose_accel, kernel_cmdline, kvm_usable
 
-QEMU_BINARY = "qemu-system-x86_64"
-
 # paramiko logs every refused connection while sshd is still starting as a traceback; the rig reports SSH
 # failures itself
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -248,9 +246,10 @@ def start_vm(
     boot: int = 1, progress: Progress | None = None,
 ) -> RunningVM:
     """Prepare overlay and NVMe backing files in workdir, start QEMU, wait for SSH. Caller must stop()."""
-    qemu = shutil.which(QEMU_BINARY)
+    qemu = shutil.which(machine.qemu_binary)
     if not qemu:
-        raise BootError(f"{QEMU_BINARY} not found. Fix: run `make deps` (installs qemu-system-x86).")
+        raise BootError(f"QEMU binary {machine.qemu_binary!r} not found. Fix: run `make deps` (installs "
+                        "qemu-system-x86) or set machine.qemu_binary to an existing QEMU.")
     if not shutil.which("qemu-img"):
         raise BootError("qemu-img not found. Fix: run `make deps` (installs qemu-utils).")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -261,9 +260,10 @@ def start_vm(
     drives = []
     for i, n in enumerate(machine.nvme):
         backing = workdir / f"nvme{i}.img"
-        with open(backing, "wb") as f:
-            f.truncate(n.namespace_mb * 1024 * 1024)
-        drives.append(NvmeDrive(backing, n.cmb_size_mb))
+        if not n.latency_ns:
+            with open(backing, "wb") as f:
+                f.truncate(n.namespace_mb * 1024 * 1024)
+        drives.append(NvmeDrive(backing, n.cmb_size_mb, n.attach, n.latency_ns, n.namespace_mb))
     # unix socket paths are limited to 108 bytes, so the QMP socket lives in a short temp dir
     sockdir = Path(tempfile.mkdtemp(prefix="p2pdma-rig-"))
     accel = choose_accel(machine.accel, kvm_usable())

@@ -1,0 +1,124 @@
+"""The rig as a user runs it: `rig` commands in subprocesses, on the real kernel and QEMU.
+Bad input must give a short error naming the cause, exit 2, and leave the caches intact; QEMU never outlives
+the rig."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rig.config import load_config
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.vm
+
+RIG = [sys.executable, "-m", "rig.cli"]
+
+
+def rig(*args, timeout=900, **kw):
+    return subprocess.run(RIG + list(args), cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def qemu_pids_for(path):
+    out = subprocess.run(["pgrep", "-f", f"qemu-system.*{path}"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def cache_entries():
+    root = load_config().cache_path
+    return sorted(p.name for kind in ("kernels", "images") for p in (root / kind).iterdir() if p.is_dir())
+
+
+def test_kernel_print_path_is_cached():
+    t0 = time.monotonic()
+    r = rig("kernel", "--print-path")
+    assert r.returncode == 0, r.stderr
+    path = r.stdout.strip().splitlines()[-1]
+    assert path.endswith("/bzImage") and os.path.getsize(path) > 1_000_000
+    assert "building" not in r.stderr  # second build of the same key: nothing to do
+    assert time.monotonic() - t0 < 120
+
+
+def test_run_selected_cases_writes_the_run_directory(tmp_path):
+    out = tmp_path / "run"
+    r = rig("run", "-k", "sysfs.*", "-k", "odirect.virtio_blk_read", "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads((out / "results.json").read_text())
+    ids = [c["id"] for c in data["cases"]]
+    assert len(ids) == 7 and "odirect.virtio_blk_read" in ids
+    assert all(c["verdict"] == "pass" for c in data["cases"])
+    for name in ("console.log", "dmesg.txt", "qemu-cmdline.txt", "junit.xml", "ktap.txt", "manifest.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert "cmb_size_mb=64" in (out / "qemu-cmdline.txt").read_text()
+    assert "total" in r.stdout and "pass" in r.stdout  # the summary table
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kernel"]["config_sha256"] and manifest["accel"] in ("tcg", "kvm")
+
+
+def test_no_case_matches_is_exit_2():
+    r = rig("run", "-k", "no-such-case-anywhere")
+    assert r.returncode == 2 and "no case matches" in r.stderr
+
+
+def test_missing_qemu_binary_is_exit_2(tmp_path):
+    cfg = tmp_path / "rig.yaml"
+    cfg.write_text("machine:\n  qemu_binary: /nonexistent/qemu-system-x86_64\n")
+    before = cache_entries()
+    r = rig("run", "--config", str(cfg), "-k", "sysfs.published", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert "QEMU binary '/nonexistent/qemu-system-x86_64' not found" in r.stderr
+    assert cache_entries() == before
+
+
+def test_ssh_that_never_comes_up_is_exit_2_with_console(tmp_path):
+    cfg = tmp_path / "rig.yaml"
+    # a shell as init: the guest lives, but never starts sshd nor prints the ready marker
+    cfg.write_text("machine:\n  boot_timeout_s: 20\n  kernel_cmdline: init=/bin/sh\n")
+    before = cache_entries()
+    r = rig("run", "--config", str(cfg), "-k", "sysfs.published", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    assert "guest did not boot" in r.stderr and "Last console lines" in r.stderr
+    assert "no ready marker within 20s" in r.stderr and "Run /bin/sh as init process" in r.stderr
+    assert qemu_pids_for(tmp_path) == []
+    assert cache_entries() == before
+
+
+def test_dropped_kernel_option_is_exit_2_and_named():
+    before = cache_entries()
+    r = rig("kernel", "--kconfig-add", "CONFIG_P2PDMA_RIG_NO_SUCH_OPTION=y", timeout=600)
+    assert r.returncode == 2
+    assert "CONFIG_P2PDMA_RIG_NO_SUCH_OPTION: wanted y, got is not set" in r.stderr
+    assert cache_entries() == before
+    root = load_config().cache_path
+    assert not list((root / "kernels").glob("*.tmp-*"))
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_qemu_never_outlives_the_rig(tmp_path, how):
+    out = tmp_path / "boot"
+    proc = subprocess.Popen(RIG + ["boot", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        seen = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            seen += line
+            if "VM up" in line or not line:
+                break
+        assert "VM up" in seen, seen
+        assert qemu_pids_for(out), "QEMU should be running while the rig is"
+        proc.send_signal(how)
+        proc.wait(timeout=60)
+        for _ in range(50):
+            if not qemu_pids_for(out):
+                break
+            time.sleep(0.2)
+        assert qemu_pids_for(out) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()

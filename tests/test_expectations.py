@@ -1,0 +1,74 @@
+"""Expectations table and verdicts."""
+import pytest
+
+from rig.expectations import Expectation, KnownIssue, compare, judge, load_expectations
+
+
+def test_real_table_loads_and_every_case_names_a_section():
+    exps = load_expectations()
+    assert len(exps) >= 40
+    for e in exps.values():
+        assert e.section and e.expect
+    known = {e.known_issue.id for e in exps.values() if e.known_issue}
+    assert {"p2pmem-not-zeroed", "wp-fault-livelock", "madv-populate-enomem"} <= known
+
+
+def test_compare_operators():
+    assert compare({"a": 1, "b": "EINVAL"}, {"a": 1, "b": "EINVAL", "extra": 5}) == []
+    assert compare({"a": {"one_of": ["x", "y"]}}, {"a": "y"}) == []
+    assert compare({"a": {"min": 2, "max": 4}}, {"a": 5}) == ["a: expected {'min': 2, 'max': 4}, observed 5"]
+    assert compare({"a": True}, {"a": 1}) != []  # a bool is not an int
+    assert "not reported" in compare({"a": 1}, {})[0]
+
+
+EXP = Expectation("mmap.over_available", "1.2", {"mmap": "ENOMEM"}, {"mmap": "OK", "first_touch": "SIGBUS"})
+
+
+def test_pass_and_fail():
+    assert judge(EXP, {"obs": {"mmap": "ENOMEM"}}).verdict == "pass"
+    j = judge(EXP, {"obs": {"mmap": "OK"}})
+    assert j.verdict == "fail" and j.mismatches == ["mmap: expected 'ENOMEM', observed 'OK'"]
+
+
+def test_v3_semantics_use_their_own_expectation():
+    assert judge(EXP, {"obs": {"mmap": "OK", "first_touch": "SIGBUS"}}, "v3").verdict == "pass"
+    assert judge(EXP, {"obs": {"mmap": "ENOMEM"}}, "v3").verdict == "fail"
+
+
+def test_known_issue_xfail_then_xpass():
+    issue = KnownIssue("leak", ("leak.x",), "not zeroed", "8.8")
+    e = Expectation("leak.x", "8.8", {"sees_previous_data": False}, None, issue)
+    assert judge(e, {"obs": {"sees_previous_data": True}}).verdict == "xfail"
+    assert judge(e, {"obs": {"sees_previous_data": False}}).verdict == "xpass"
+
+
+def test_a_probe_that_could_not_run_never_passes():
+    assert judge(EXP, None).verdict == "error"
+    assert judge(EXP, {"error": "no p2pmem"}).verdict == "error"
+    assert judge(EXP, {"skip": "no nullb0"}).verdict == "skip"
+    assert judge(EXP, {"obs": {"mmap": "ENOMEM"}}, problem="kernel splat: WARNING in x").verdict == "fail"
+    assert judge(EXP, None, problem="watchdog").verdict == "error"
+
+
+def test_bad_table_is_rejected(tmp_path):
+    from rig.errors import ConfigError
+
+    p = tmp_path / "e.yaml"
+    p.write_text("cases:\n  nodot:\n    section: '1'\n    expect: {a: 1}\n")
+    with pytest.raises(ConfigError, match="area.name"):
+        load_expectations(p)
+    p.write_text("cases:\n  a.b:\n    expect: {a: 1}\n")
+    with pytest.raises(ConfigError, match="section"):
+        load_expectations(p)
+    p.write_text("cases:\n  a.b:\n    section: '1'\n    expect: {a: 1}\nknown_issues:\n"
+                 "  - {id: x, cases: [a.c], reason: r}\n")
+    with pytest.raises(ConfigError, match="unknown case a.c"):
+        load_expectations(p)
+
+
+def test_dmesg_expectation():
+    e = Expectation("mmap.private", "1.2", {"mmap": "EINVAL"}, dmesg=("attempted private mapping",))
+    ok = judge(e, {"obs": {"mmap": "EINVAL"}}, dmesg="[ 1.0] nvme 0000:00:04.0: mmap: fail, attempted private mapping")
+    assert ok.verdict == "pass" and ok.expected["dmesg"] == ["attempted private mapping"]
+    j = judge(e, {"obs": {"mmap": "EINVAL"}}, dmesg="")
+    assert j.verdict == "fail" and "dmesg: expected a line matching" in j.mismatches[0]

@@ -1,0 +1,38 @@
+"""Fragment parsing and the olddefconfig check, on a real .config of the default profile."""
+from rig.kernel import FRAGMENT_DIR, dropped_options, parse_fragment
+
+from conftest import DATA
+
+REAL_CONFIG = (DATA / "kernel-6.12.117-default.config").read_text()
+
+
+def test_parse_fragment():
+    w = parse_fragment("# c\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x y\"\nCONFIG_D=30\n")
+    assert w == {"CONFIG_A": "y", "CONFIG_B": None, "CONFIG_C": '"x y"', "CONFIG_D": "30"}
+
+
+def test_default_profile_fragments_survive_in_the_real_config():
+    wanted = {}
+    for name in ("tiny-base.config", "p2pdma.config"):
+        wanted.update(parse_fragment((FRAGMENT_DIR / name).read_text()))
+    assert "CONFIG_PCI_P2PDMA" in wanted
+    assert dropped_options(wanted, REAL_CONFIG) == []
+
+
+def test_dropped_options_are_listed():
+    wanted = {"CONFIG_PCI_P2PDMA": "y", "CONFIG_KASAN": "y", "CONFIG_SECRETMEM": None,
+              "CONFIG_DEFAULT_HUNG_TASK_TIMEOUT": "30", "CONFIG_NO_SUCH_OPTION": "y"}
+    dropped = dropped_options(wanted, REAL_CONFIG)
+    assert ("CONFIG_KASAN", "y", "is not set") in dropped
+    assert ("CONFIG_SECRETMEM", "is not set", "y") in dropped
+    assert ("CONFIG_NO_SUCH_OPTION", "y", "is not set") in dropped
+    assert ("CONFIG_DEFAULT_HUNG_TASK_TIMEOUT", "30", "120") in dropped
+    assert all(sym != "CONFIG_PCI_P2PDMA" for sym, _, _ in dropped)
+
+
+def test_every_profile_fragment_exists():
+    from rig.config import DEFAULT_PROFILES
+
+    for names in DEFAULT_PROFILES.values():
+        for name in names:
+            assert (FRAGMENT_DIR / name).is_file(), name

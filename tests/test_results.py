@@ -1,0 +1,57 @@
+"""Serializers and exit codes."""
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from rig.results import exit_code, summary_table, to_json, to_junit, to_ktap
+from rig.runner import BootRecord, CaseResult
+
+
+def case(cid, verdict, splats=(), mismatches=()):
+    return CaseResult(id=cid, area=cid.split(".")[0], description="d", section="1.2", verdict=verdict,
+                      expected={"a": 1}, observed={"a": 2}, mismatches=list(mismatches), reason="why",
+                      duration_s=0.5, boot=1, dmesg="[ 1.0] p2pdma-rig: begin x", splats=list(splats))
+
+
+BOOT = BootRecord(1, "default", Path("/tmp/b1"), 5.0, "tcg", "qemu ...")
+
+
+def test_exit_codes():
+    assert exit_code([case("a.b", "pass"), case("a.c", "xfail"), case("a.d", "xpass"), case("a.e", "skip")],
+                     [BOOT]) == 0
+    assert exit_code([case("a.b", "pass"), case("a.c", "fail")], [BOOT]) == 1
+    assert exit_code([case("a.c", "error")], [BOOT]) == 1
+    crash = {"kind": "panic", "title": "kernel panic: x", "fatal": True}
+    assert exit_code([case("a.c", "error", [crash])], [BOOT]) == 3
+    boot = BootRecord(1, "default", Path("/tmp/b1"), 5.0, "tcg", "q", splats=[crash])
+    assert exit_code([case("a.b", "pass")], [boot]) == 3
+
+
+def test_json_has_the_documented_fields():
+    data = to_json([case("mmap.x", "fail", mismatches=["a: expected 1, observed 2"])], [BOOT], {"k": 1})
+    c = data["cases"][0]
+    for key in ("id", "verdict", "expected", "observed", "duration_s", "boot", "dmesg", "splats"):
+        assert key in c
+    assert data["summary"] == {"fail": 1} and data["exit_code"] == 1
+    json.dumps(data)
+
+
+def test_ktap_shape():
+    text = to_ktap([case("mmap.a", "pass"), case("mmap.b", "xfail"), case("gup.c", "fail", mismatches=["m"])])
+    lines = text.splitlines()
+    assert lines[0] == "KTAP version 1" and lines[1] == "1..2"
+    assert "    ok 2 mmap.b # XFAIL" in lines
+    assert "not ok 2 gup" in lines and "ok 1 mmap" in lines
+
+
+def test_junit_is_well_formed():
+    root = ET.fromstring(to_junit([case("mmap.a", "pass"), case("gup.c", "fail"), case("gup.d", "skip")]))
+    suite = root.find("testsuite")
+    assert suite.get("tests") == "3" and suite.get("failures") == "1"
+    failed = [tc for tc in suite.iter("testcase") if tc.find("failure") is not None]
+    assert failed[0].get("classname") == "gup" and "expected" in failed[0].find("failure").text
+
+
+def test_summary_table_counts_by_area():
+    t = summary_table([case("mmap.a", "pass"), case("mmap.b", "xfail"), case("gup.c", "fail")])
+    assert "mmap" in t and "gup" in t and "FAIL  gup.c" in t
