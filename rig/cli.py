@@ -88,9 +88,10 @@ def _config(args: argparse.Namespace) -> RigConfig:
     return load_config(args.config, overrides)
 
 
-def select_cases(ids: list[str], patterns: tuple[str, ...] | list[str]) -> list[str]:
+def select_cases(ids: list[str], patterns: tuple[str, ...] | list[str], manual: set[str] = frozenset()) -> list[str]:
+    """Cases whose id matches a pattern (glob or substring); no pattern = every case but the manual ones."""
     if not patterns:
-        return list(ids)
+        return [c for c in ids if c not in manual]
     return [c for c in ids if any(fnmatch.fnmatchcase(c, p) or p in c for p in patterns)]
 
 
@@ -147,6 +148,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for cid in select_cases(list(exps), args.select):
         e = exps[cid]
         flag = f"  [known issue: {e.known_issue.id}]" if e.known_issue else ""
+        flag += f"  [topology: {e.topology}]" if e.topology != "default" else ""
+        flag += "  [manual: only with -k]" if e.manual else ""
         print(f"{cid:40s} §{e.section:12s} {json.dumps(e.expect)}{flag}")
     return 0
 
@@ -159,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     expectations = load_expectations()
-    case_ids = select_cases(list(expectations), cfg.probes.select)
+    case_ids = select_cases(list(expectations), cfg.probes.select, {c for c, e in expectations.items() if e.manual})
     if not case_ids:
         raise RigError(f"no case matches {list(cfg.probes.select)}; `rig list` shows the case ids")
     kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))

@@ -90,6 +90,9 @@ DEFAULT_TOPOLOGIES = {
     "rootbus-amd": TopologyConfig(
         cpu="EPYC", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
         description="provider and peer on the root complex, AMD family 0x17 CPU model: P2P through the host bridge"),
+    "hotplug": TopologyConfig(
+        nvme=(NvmeConfig(attach="root-port"),),
+        description="the provider on its own hot-pluggable root port, for QMP device_del"),
     "switch-slow": TopologyConfig(
         nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch", latency_ns=2_000_000_000)),
         description="as switch, but the peer's backend takes 2 s per request: O_DIRECT stays in flight"),

@@ -14,6 +14,7 @@ from rig.errors import ConfigError
 EXPECTATIONS_FILE = REPO_ROOT / "guest-tests" / "expectations.yaml"
 
 VERDICTS = ("pass", "fail", "xfail", "xpass", "skip", "error")
+HOST_ACTIONS = ("device_del",)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class Expectation:
     known_issue: KnownIssue | None = None
     dmesg: tuple[str, ...] = ()  # regexes that must match a line the kernel logged during the case
     topology: str = "default"  # the machine the case needs (rig.yaml `topologies`)
+    # done by the host once the probe logs "p2pdma-rig: ready <id>": "device_del <qdev id>" (QMP)
+    host_action: str = ""
+    # run only when selected by name (-k): cases that crash or hang the guest on purpose (rig self-tests)
+    manual: bool = False
 
     @property
     def area(self) -> str:
@@ -73,11 +78,16 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
             raise ConfigError(f"{path}: case {cid!r} needs an 'area.name' id and an 'expect' mapping")
         if not raw.get("section"):
             raise ConfigError(f"{path}: case {cid!r} needs a 'section' of p2pdma-behaviour.md")
-        unknown = set(raw) - {"section", "expect", "expect_v3", "dmesg", "topology"}
+        unknown = set(raw) - {"section", "expect", "expect_v3", "dmesg", "topology", "host_action", "manual"}
         if unknown:
             raise ConfigError(f"{path}: case {cid!r} has unknown key(s) {', '.join(sorted(unknown))}")
         out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(cid),
-                               tuple(raw.get("dmesg") or ()), str(raw.get("topology", "default")))
+                               tuple(raw.get("dmesg") or ()), str(raw.get("topology", "default")),
+                               str(raw.get("host_action", "")), bool(raw.get("manual", False)))
+        action = out[cid].host_action.split()
+        if action and (action[0] not in HOST_ACTIONS or len(action) != 2):
+            raise ConfigError(f"{path}: case {cid!r}: host_action must be one of "
+                              f"{', '.join(a + ' <qdev id>' for a in HOST_ACTIONS)}")
     return out
 
 

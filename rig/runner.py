@@ -128,8 +128,9 @@ class Suite:
         self.progress.update(f"{case_id}")
         guest_lost = ""
         t0 = time.monotonic()
+        during = (lambda: self._host_action(vm, case_id, exp.host_action)) if exp.host_action else None
         try:
-            run = probesmod.run_case(vm, case_id, timeout)
+            run = probesmod.run_case(vm, case_id, timeout, during=during)
         except GuestError as e:
             guest_lost = str(e)
             run = probesmod.CaseRun(case_id, None, "", time.monotonic() - t0, "")
@@ -163,7 +164,17 @@ class Suite:
         if guest_lost or not vm.alive() or any(s.fatal or s.kind in ("oops", "bug", "kasan") for s in splats):
             # the kernel is not to be trusted any more: next case gets a fresh VM
             self._retire(f"after {case_id}: {problem}")
+        elif exp.host_action:
+            self._retire(f"after {case_id}: the host changed the machine ({exp.host_action})")
         return result
+
+    def _host_action(self, vm: RunningVM, case_id: str, action: str) -> None:
+        """Wait for the probe's ready marker, then act on the machine through QMP."""
+        assert vm.console
+        if not vm.console.wait_for(f"p2pdma-rig: ready {case_id}", 60, stop_if=lambda: not vm.alive()):
+            return  # the probe never got ready; it reports why itself
+        verb, target = action.split()
+        vm.qmp(verb, id=target)
 
     def run_all(self, case_ids: list[str]) -> list[CaseResult]:
         for n, cid in enumerate(case_ids, 1):

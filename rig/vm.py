@@ -213,12 +213,24 @@ class RunningVM:
                 pass
             self._conn = None
 
-    def run(self, command: str, timeout: float = 60) -> CommandResult:
-        """Run a shell command in the guest. Raises GuestError when the guest does not answer in time."""
+    def run(self, command: str, timeout: float = 60, during=None) -> CommandResult:
+        """Run a shell command in the guest. Raises GuestError when the guest does not answer in time.
+
+        `during`, if given, is called on the host while the command runs (e.g. a QMP action the command waits
+        for); the command is joined afterwards."""
         from invoke.exceptions import CommandTimedOut
 
         try:
-            r = self.connection().run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
+            conn = self.connection()
+            if during is None:
+                r = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
+            else:
+                promise = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False,
+                                   asynchronous=True)
+                try:
+                    during()
+                finally:
+                    r = promise.join()
         except CommandTimedOut as e:
             self._drop_connection()
             raise GuestError(f"guest command timed out after {timeout:.0f}s: {command}") from e

@@ -122,3 +122,49 @@ def test_qemu_never_outlives_the_rig(tmp_path, how):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _results(out):
+    data = json.loads((out / "results.json").read_text())
+    return data, {c["id"]: c for c in data["cases"]}
+
+
+def test_a_crashing_case_fails_alone_and_the_run_goes_on_in_a_fresh_vm(tmp_path):
+    out = tmp_path / "run"
+    r = rig("run", "-k", "selftest.kernel_panic", "-k", "selftest.warn_gup_longterm", "--out", str(out))
+    assert r.returncode == 3, r.stdout + r.stderr  # the guest kernel crashed
+    data, cases = _results(out)
+    panic = cases["selftest.kernel_panic"]
+    assert panic["verdict"] == "error" and panic["boot"] == 1
+    assert [s["title"] for s in panic["splats"]] == ["kernel panic: sysrq triggered crash"]
+    assert "Kernel panic" in (out / "boot-1" / "console.log").read_text()
+    warn = cases["selftest.warn_gup_longterm"]
+    assert warn["boot"] == 2  # a fresh VM after the crash
+    # the WARN detector: a real WARN_ON_ONCE through gup_test, titled and attributed to its case
+    assert warn["verdict"] == "fail" and [s["title"] for s in warn["splats"]] == ["WARNING in is_valid_gup_args"]
+    assert "mm/gup.c" in warn["dmesg"]
+    assert [b["boot"] for b in data["boots"]] == [1, 2]
+
+
+def test_a_hanging_case_is_killed_by_its_watchdog(tmp_path):
+    cfg = tmp_path / "rig.yaml"
+    cfg.write_text("probes:\n  case_timeout_s: 5\n")
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    r = rig("run", "--config", str(cfg), "-k", "selftest.hang", "-k", "sysfs.published", "--out", str(out))
+    assert r.returncode == 1, r.stdout + r.stderr
+    _data, cases = _results(out)
+    assert cases["selftest.hang"]["verdict"] == "error" and "watchdog" in cases["selftest.hang"]["reason"]
+    assert cases["sysfs.published"]["verdict"] == "pass"
+    assert time.monotonic() - t0 < 120
+
+
+def test_default_selection_leaves_out_the_self_tests():
+    r = rig("list")
+    assert r.returncode == 0 and "selftest.kernel_panic" in r.stdout and "manual" in r.stdout
+    from rig.cli import select_cases
+    from rig.expectations import load_expectations
+
+    exps = load_expectations()
+    chosen = select_cases(list(exps), [], {c for c, e in exps.items() if e.manual})
+    assert not [c for c in chosen if c.startswith("selftest.")]
