@@ -134,3 +134,15 @@ CASE(mlock, "mlock() of p2pmem fails with EREMOTEIO (GUP refuses P2PDMA pages wh
 	munmap(p, 2 * PAGE);
 	close(fd);
 }
+
+CASE(madv_populate_write, "MADV_POPULATE_WRITE on p2pmem fails with a meaningful errno, not ENOMEM")
+{
+	int fd = p2p_open();
+	char *p = p2p_map(fd, 2 * PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	int rc = madvise(p, 2 * PAGE, MADV_POPULATE_WRITE);
+	obs_errno("madvise", rc ? errno : 0);
+	munmap(p, 2 * PAGE);
+	close(fd);
+}

@@ -1,8 +1,13 @@
-/* get_user_pages on p2pmem through /sys/kernel/debug/gup_test (CONFIG_GUP_TEST; p2pdma-behaviour.md section 3).
- * The benchmark ioctls report failure only through the returned size. */
+/* get_user_pages on p2pmem: through /sys/kernel/debug/gup_test (CONFIG_GUP_TEST; p2pdma-behaviour.md section 3),
+ * where the benchmark ioctls report failure only through the returned size, and through the syscalls that GUP
+ * user memory without FOLL_PCI_P2PDMA (section 2). */
 #define AREA "gup"
 #include "lib/probe.h"
+#include <linux/futex.h>
+#include <linux/io_uring.h>
 #include <sys/ioctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
 
 /* mm/gup_test.h is not a UAPI header; layout from p2pdma-behaviour.md section 3 (sizeof 80) */
 struct gup_test {
@@ -18,6 +23,7 @@ struct pin_longterm_test {
 #define PIN_FAST_BENCHMARK      _IOWR('g', 2, struct gup_test)
 #define GUP_BASIC_TEST          _IOWR('g', 4, struct gup_test)
 #define PIN_BASIC_TEST          _IOWR('g', 5, struct gup_test)
+#define DUMP_USER_PAGES_TEST    _IOWR('g', 6, struct gup_test)
 #define PIN_LONGTERM_TEST_START _IOW('g', 7, struct pin_longterm_test)
 #define PIN_LONGTERM_TEST_STOP  _IO('g', 8)
 #define FOLL_WRITE 0x01
@@ -80,3 +86,230 @@ static void longterm(uint32_t flags)
 
 CASE(pin_longterm_read, "a long-term read pin of p2pmem is refused (EREMOTEIO)") { longterm(0); }
 CASE(pin_longterm_write, "a long-term write pin is refused by the dirty-tracking check first (EFAULT)") { longterm(1); }
+
+CASE(dump_user_pages, "DUMP_USER_PAGES_TEST with FOLL_PCI_P2PDMA dumps the page: refcount 2 (PTE + this GUP), mapcount 1")
+{
+	int gfd = gup_fd(), fd = p2p_open();
+	char *p = p2p_map(fd, PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	p[0] = 1;
+	/* which_pages[] is 1-based; FOLL_GET (no pin flag in test_flags), so the dump shows exactly +1 */
+	struct gup_test g = {.addr = (uintptr_t)p, .size = PAGE, .nr_pages_per_call = 1, .gup_flags = FOLL_PCI_P2PDMA,
+			     .which_pages = {1}};
+	int rc = ioctl(gfd, DUMP_USER_PAGES_TEST, &g);
+	obs_errno("ioctl", rc ? errno : 0);
+	obs_int("pages", rc ? -1 : (long long)(g.size / PAGE));
+	munmap(p, PAGE);
+	close(fd);
+	close(gfd);
+}
+
+/* ------------------------------------------------------------------ syscalls that GUP user memory (section 2) */
+
+/* a fresh one-page p2pmem mapping holding `word` in its first 8 bytes */
+static uint64_t *p2p_word(int *pfd, uint64_t word)
+{
+	*pfd = p2p_open();
+	uint64_t *p = p2p_map(*pfd, PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	*(volatile uint64_t *)p = word;
+	return p;
+}
+
+CASE(io_uring_register_buffers, "IORING_REGISTER_BUFFERS (long-term write pin) of p2pmem is refused with EFAULT; RAM registers")
+{
+	struct io_uring_params prm = {0};
+	int rfd = syscall(SYS_io_uring_setup, 1, &prm);
+	if (rfd < 0) {
+		if (errno == ENOSYS)
+			probe_skip("no io_uring in this kernel (CONFIG_IO_URING off)");
+		probe_fail("io_uring_setup");
+	}
+	/* control: the same registration of a RAM page works, so the errno below is about p2pmem */
+	void *ram = aligned_alloc(PAGE, PAGE);
+	struct iovec iv = {ram, PAGE};
+	long rc = syscall(SYS_io_uring_register, rfd, IORING_REGISTER_BUFFERS, &iv, 1);
+	obs_errno("register_ram", rc < 0 ? errno : 0);
+	if (rc == 0)
+		syscall(SYS_io_uring_register, rfd, IORING_UNREGISTER_BUFFERS, NULL, 0);
+	int fd;
+	uint64_t *p = p2p_word(&fd, 1);
+	iv = (struct iovec){p, PAGE};
+	rc = syscall(SYS_io_uring_register, rfd, IORING_REGISTER_BUFFERS, &iv, 1);
+	obs_errno("register_p2pmem", rc < 0 ? errno : 0);
+	if (rc == 0)
+		syscall(SYS_io_uring_register, rfd, IORING_UNREGISTER_BUFFERS, NULL, 0);
+	close(rfd);
+	munmap(p, PAGE);
+	close(fd);
+	free(ram);
+}
+
+CASE(vmsplice_to_pipe, "vmsplice of a p2pmem buffer into a pipe is refused (EREMOTEIO: splice GUPs without FOLL_PCI_P2PDMA)")
+{
+	int fd, pp[2];
+	uint64_t *p = p2p_word(&fd, 0x1122334455667788ULL);
+	if (pipe(pp))
+		probe_fail("pipe");
+	struct iovec iv = {p, 64};
+	ssize_t n = vmsplice(pp[1], &iv, 1, 0);
+	obs_errno("vmsplice", n < 0 ? errno : 0);
+	obs_int("spliced", n);
+	close(pp[0]);
+	close(pp[1]);
+	munmap(p, PAGE);
+	close(fd);
+}
+
+CASE(vmsplice_from_pipe, "vmsplice from a pipe into a p2pmem buffer copies the bytes (copy_to_user)")
+{
+	int fd, pp[2];
+	uint64_t *p = p2p_word(&fd, 0);
+	if (pipe(pp) || write(pp[1], "hello", 5) != 5)
+		probe_fail("pipe");
+	struct iovec iv = {p, 5};
+	ssize_t n = vmsplice(pp[0], &iv, 1, 0);
+	obs_errno("vmsplice", n < 0 ? errno : 0);
+	obs_int("bytes", n);
+	obs_bool("data_match", n == 5 && !memcmp((void *)p, "hello", 5));
+	close(pp[0]);
+	close(pp[1]);
+	munmap(p, PAGE);
+	close(fd);
+}
+
+/* FUTEX_WAIT on a p2pmem word whose value matches, with a 50 ms timeout: ETIMEDOUT means the wait really ran */
+static void futex_wait_on_p2pmem(int op)
+{
+	int fd;
+	uint64_t *p = p2p_word(&fd, 7);
+	struct timespec ts = {0, 50 * 1000 * 1000};
+	long rc = syscall(SYS_futex, (uint32_t *)p, op, 7, &ts, NULL, 0);
+	obs_errno("futex_wait", rc < 0 ? errno : 0);
+	munmap(p, PAGE);
+	close(fd);
+}
+
+CASE(futex_shared, "a shared FUTEX_WAIT on a p2pmem word is refused (EREMOTEIO: the futex key needs GUP)")
+{
+	futex_wait_on_p2pmem(FUTEX_WAIT);
+}
+
+CASE(futex_private, "FUTEX_WAIT_PRIVATE on a p2pmem word waits and times out (ETIMEDOUT: no GUP for private keys)")
+{
+	futex_wait_on_p2pmem(FUTEX_WAIT_PRIVATE);
+}
+
+/* process_vm_readv (local <- remote) or process_vm_writev (local -> remote) on this process itself;
+ * `remote_p2p` says which iovec is the p2pmem buffer, the other is RAM */
+static void process_vm(int write, int remote_p2p)
+{
+	int fd;
+	volatile char *p = (volatile char *)p2p_word(&fd, 0);
+	char ram[64];
+	for (int i = 0; i < 64; i++) {
+		ram[i] = (char)(1 + i);
+		p[i] = (char)(100 + i);
+	}
+	struct iovec r = {ram, 64}, q = {(void *)p, 64};
+	struct iovec *local = remote_p2p ? &r : &q, *remote = remote_p2p ? &q : &r;
+	/* raw syscalls: glibc declares these in <sys/uio.h>, which clashes with <linux/fs.h> (RWF_*) */
+	ssize_t n = syscall(write ? SYS_process_vm_writev : SYS_process_vm_readv, getpid(), local, 1UL, remote, 1UL,
+			    0UL);
+	if (n < 0 && errno == ENOSYS)
+		probe_skip("no process_vm_readv/writev (CONFIG_CROSS_MEMORY_ATTACH off)");
+	obs_errno("result", n < 0 ? errno : 0);
+	obs_int("bytes", n);
+	/* the destination (local for readv, remote for writev) must now hold the source's bytes */
+	int dst_is_p2p = write == remote_p2p;
+	volatile char *dst = dst_is_p2p ? p : ram;
+	int copied = n == 64;
+	for (int i = 0; i < 64; i++)
+		copied &= dst[i] == (char)((dst_is_p2p ? 1 : 100) + i);
+	obs_bool("data_copied", copied);
+	munmap((void *)p, PAGE);
+	close(fd);
+}
+
+CASE(process_vm_readv_remote_p2pmem, "process_vm_readv with the remote iovec in p2pmem fails (EFAULT: the remote pin is refused)")
+{
+	process_vm(0, 1);
+}
+
+CASE(process_vm_readv_local_p2pmem, "process_vm_readv with the local iovec in p2pmem copies 64 bytes (copy_to_user)")
+{
+	process_vm(0, 0);
+}
+
+CASE(process_vm_writev_remote_p2pmem, "process_vm_writev with the remote iovec in p2pmem fails (EFAULT: the remote pin is refused)")
+{
+	process_vm(1, 1);
+}
+
+/* /proc/self/mem: GUP fails, then kernfs' vm_ops->access has nothing to call -> 0 bytes -> EIO */
+static void proc_mem(int write)
+{
+	static volatile uint64_t ram_word = 0x55aa55aa55aa55aaULL;
+	int fd, mfd = open("/proc/self/mem", O_RDWR);
+	if (mfd < 0)
+		probe_fail("open /proc/self/mem");
+	uint64_t *p = p2p_word(&fd, 0x1122334455667788ULL), v = 0x0102030405060708ULL;
+	/* control: the same access to a RAM word works */
+	ssize_t n = write ? pwrite(mfd, &v, 8, (off_t)(uintptr_t)&ram_word) : pread(mfd, &v, 8, (off_t)(uintptr_t)&ram_word);
+	obs_int("ram_bytes", n);
+	v = 0x0102030405060708ULL;
+	n = write ? pwrite(mfd, &v, 8, (off_t)(uintptr_t)p) : pread(mfd, &v, 8, (off_t)(uintptr_t)p);
+	obs_errno("p2pmem", n < 0 ? errno : 0);
+	obs_int("p2pmem_bytes", n);
+	if (write)
+		obs_bool("p2pmem_unchanged", *(volatile uint64_t *)p == 0x1122334455667788ULL);
+	close(mfd);
+	munmap(p, PAGE);
+	close(fd);
+}
+
+CASE(proc_mem_pread, "pread of /proc/self/mem at a p2pmem address fails with EIO (RAM works)") { proc_mem(0); }
+CASE(proc_mem_pwrite, "pwrite of /proc/self/mem at a p2pmem address fails with EIO and writes nothing (RAM works)") { proc_mem(1); }
+
+/* a forked child stopped under ptrace; it shares the parent's p2pmem mapping (copied PTEs) */
+static pid_t traced_child(void)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		ptrace(PTRACE_TRACEME, 0, NULL, NULL);
+		raise(SIGSTOP);
+		_exit(0);
+	}
+	int st;
+	if (waitpid(pid, &st, 0) != pid || !WIFSTOPPED(st))
+		probe_fail("the child did not stop under ptrace");
+	return pid;
+}
+
+static void ptrace_word(int poke)
+{
+	static volatile long ram_word = 0x55aa;
+	int fd;
+	uint64_t *p = p2p_word(&fd, 0x1122334455667788ULL);
+	pid_t pid = traced_child();
+	/* control: the child's RAM word is readable/writable through ptrace */
+	errno = 0;
+	long v = poke ? ptrace(PTRACE_POKEDATA, pid, (void *)&ram_word, (void *)0x66bbL)
+		      : ptrace(PTRACE_PEEKDATA, pid, (void *)&ram_word, NULL);
+	obs_bool("ram_ok", errno == 0 && (poke ? v == 0 : v == 0x55aa));
+	errno = 0;
+	v = poke ? ptrace(PTRACE_POKEDATA, pid, (void *)p, (void *)0x66bbL) : ptrace(PTRACE_PEEKDATA, pid, (void *)p, NULL);
+	obs_errno("p2pmem", errno);
+	/* the child's page is the parent's page: a POKE that got through would show here */
+	if (poke)
+		obs_bool("p2pmem_unchanged", *(volatile uint64_t *)p == 0x1122334455667788ULL);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	munmap(p, PAGE);
+	close(fd);
+}
+
+CASE(ptrace_peekdata, "PTRACE_PEEKDATA of a traced child's p2pmem address fails with EIO (RAM works)") { ptrace_word(0); }
+CASE(ptrace_pokedata, "PTRACE_POKEDATA to a traced child's p2pmem address fails with EIO and writes nothing (RAM works)") { ptrace_word(1); }

@@ -179,3 +179,191 @@ CASE(smaps_flags, "/proc/self/smaps shows a shared mixed map with Rss counted")
 	munmap(p, 4 * PAGE);
 	close(fd);
 }
+
+/* ------------------------------------------------------------------ mremap, madvise, mmap flags (section 1.2) */
+
+/* the VmFlags line of the smaps entry that starts at `addr`, padded with spaces so " dc " finds a whole flag */
+static void vmflags_of(void *addr, char *out, size_t len)
+{
+	char line[512], start[32];
+	int in = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+	if (!f)
+		probe_fail("open /proc/self/smaps");
+	snprintf(start, sizeof(start), "%lx-", (unsigned long)addr);
+	snprintf(out, len, " ");
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, start, strlen(start)))
+			in = 1;
+		if (in && !strncmp(line, "VmFlags:", 8)) {
+			line[strcspn(line, "\n")] = 0;
+			snprintf(out, len, "%.200s ", line + 8); /* a VmFlags line is far shorter */
+			break;
+		}
+	}
+	fclose(f);
+}
+
+CASE(mremap_shrink, "mremap shrinking a 4-page mapping to 1 page returns the 3 tail pages to the pool")
+{
+	int fd = p2p_open();
+	long long avail = p2p_available();
+	char *p = p2p_map(fd, 4 * PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	p[0] = 's';
+	long long before = p2p_available();
+	char *q = mremap(p, 4 * PAGE, PAGE, 0);
+	obs_errno("mremap", q == MAP_FAILED ? errno : 0);
+	if (q == MAP_FAILED) {
+		munmap(p, 4 * PAGE);
+		close(fd);
+		return;
+	}
+	obs_int("available_gain", p2p_available() - before);
+	obs_bool("head_data_kept", q == p && touch(q, 0, 0) == 0 && q[0] == 's');
+	obs_str("old_tail_read", signame(touch(p + PAGE, 0, 0)));
+	munmap(q, PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail);
+	close(fd);
+}
+
+CASE(mremap_move, "mremap to a fixed new address moves the pages: data kept, no allocation, old range unmapped")
+{
+	int fd = p2p_open();
+	long long avail = p2p_available();
+	char *p = p2p_map(fd, 2 * PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	p[0] = 'm';
+	p[PAGE] = 'n';
+	/* a free destination range the kernel cannot place p2pmem into by chance */
+	char *dst = mmap(NULL, 2 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (dst == MAP_FAILED)
+		probe_fail("mmap destination");
+	long long before = p2p_available();
+	char *q = mremap(p, 2 * PAGE, 2 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+	obs_errno("mremap", q == MAP_FAILED ? errno : 0);
+	if (q == MAP_FAILED) {
+		munmap(p, 2 * PAGE);
+		munmap(dst, 2 * PAGE);
+		close(fd);
+		return;
+	}
+	obs_int("available_delta", p2p_available() - before);
+	obs_bool("data_kept", q == dst && touch(q, 0, 0) == 0 && touch(q + PAGE, 0, 0) == 0 && q[0] == 'm' &&
+				      q[PAGE] == 'n');
+	obs_str("old_range_read", signame(touch(p, 0, 0)));
+	munmap(q, 2 * PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail);
+	close(fd);
+}
+
+CASE(mremap_dontunmap, "MREMAP_DONTUNMAP moves the page (data kept) and leaves an empty old range that SIGBUSes")
+{
+	int fd = p2p_open();
+	long long avail = p2p_available();
+	char *p = p2p_map(fd, PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	p[0] = 'd';
+	long long before = p2p_available();
+	/* new_address (NULL: the kernel picks) must be passed: with DONTUNMAP the kernel reads it */
+	char *q = mremap(p, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_DONTUNMAP, NULL);
+	obs_errno("mremap", q == MAP_FAILED ? errno : 0);
+	if (q == MAP_FAILED) {
+		munmap(p, PAGE);
+		close(fd);
+		return;
+	}
+	obs_int("available_delta", p2p_available() - before);
+	obs_bool("data_kept", touch(q, 0, 0) == 0 && q[0] == 'd');
+	/* the old VMA stays but has no PTE: the fault goes to kernfs, whose dummy vm_ops have no .fault */
+	int sig = touch(p, 0, 0);
+	obs_str("old_range_read", signame(sig));
+	obs_int("old_range_si_code", sig ? fault_code : 0);
+	munmap(q, PAGE);
+	munmap(p, PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail);
+	close(fd);
+}
+
+CASE(madv_dontfork, "MADV_DONTFORK is accepted (VmFlags dc) and a forked child has no such mapping")
+{
+	int fd = p2p_open();
+	char *p = p2p_map(fd, PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	p[0] = 'f';
+	int rc = madvise(p, PAGE, MADV_DONTFORK);
+	obs_errno("madvise", rc ? errno : 0);
+	char flags[256];
+	vmflags_of(p, flags, sizeof(flags));
+	obs_bool("vmflags_dc", strstr(flags, " dc ") != NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(touch(p, 0, 0)); /* the signal number, 0 if the child could read */
+	int st;
+	waitpid(pid, &st, 0);
+	obs_str("child_read", WIFEXITED(st) ? signame(WEXITSTATUS(st)) : "child died");
+	obs_bool("parent_data_kept", p[0] == 'f');
+	munmap(p, PAGE);
+	close(fd);
+}
+
+/* an madvise() that must be refused on p2pmem; the page must stay mapped with its data */
+static void madv_refused(int advice)
+{
+	int fd = p2p_open();
+	char *p = p2p_map(fd, PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	p[0] = 'a';
+	long long before = p2p_available();
+	int rc = madvise(p, PAGE, advice);
+	obs_errno("madvise", rc ? errno : 0);
+	obs_int("available_delta", p2p_available() - before);
+	obs_bool("data_kept", touch(p, 0, 0) == 0 && p[0] == 'a');
+	munmap(p, PAGE);
+	close(fd);
+}
+
+CASE(madv_wipeonfork, "MADV_WIPEONFORK is refused on a shared file mapping (EINVAL)") { madv_refused(MADV_WIPEONFORK); }
+CASE(madv_free, "MADV_FREE is refused on a non-anonymous mapping (EINVAL)") { madv_refused(MADV_FREE); }
+CASE(madv_remove, "MADV_REMOVE is refused: kernfs has no fallocate (EOPNOTSUPP)") { madv_refused(MADV_REMOVE); }
+
+/* mmap with an extra flag whose populate step fails inside (GUP refuses P2PDMA pages) but is ignored */
+static void map_with(int extra, char *flags, size_t flen)
+{
+	int fd = p2p_open();
+	long long avail = p2p_available();
+	char *p = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | extra, fd, 0);
+	obs_errno("mmap", p == MAP_FAILED ? errno : 0);
+	if (p == MAP_FAILED) {
+		close(fd);
+		return;
+	}
+	obs_int("available_drop", avail - p2p_available());
+	obs_bool("write_read_ok", touch(p, 1, 'x') == 0 && touch(p + 3 * PAGE, 1, 'y') == 0 && p[0] == 'x' &&
+					  p[3 * PAGE] == 'y');
+	vmflags_of(p, flags, flen);
+	munmap(p, 4 * PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail);
+	close(fd);
+}
+
+CASE(map_populate, "mmap with MAP_POPULATE succeeds (the populate error is ignored) and the mapping works")
+{
+	char flags[256];
+	map_with(MAP_POPULATE, flags, sizeof(flags));
+}
+
+CASE(map_locked, "mmap with MAP_LOCKED succeeds, but the VMA is not locked (VM_MIXEDMAP cannot be mlocked)")
+{
+	char flags[256] = "";
+	map_with(MAP_LOCKED, flags, sizeof(flags));
+	if (flags[0]) {
+		obs_bool("vmflags_mm", strstr(flags, " mm ") != NULL); /* the smaps entry was found */
+		obs_bool("vmflags_lo", strstr(flags, " lo ") != NULL);
+	}
+}

@@ -1,0 +1,121 @@
+/* P2P between the provider's CMB and ANOTHER NVMe (the peer as DMA client), by topology
+ * (p2pdma-behaviour.md sections 6 and 8.2). Each case runs in the topology expectations.yaml names. */
+#define AREA "peer"
+#include "lib/probe.h"
+#include <pthread.h>
+
+#define IO_LEN (64 * 1024)
+
+/* /dev/nvmeXnY of an NVMe controller other than the provider */
+static void peer_namespace(char *out, size_t len)
+{
+	glob_t g;
+	if (glob("/sys/bus/pci/devices/*/nvme/nvme*/nvme*n1", 0, NULL, &g) != 0)
+		probe_skip("no NVMe namespace at all");
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		if (strstr(g.gl_pathv[i], p2p_bdf))
+			continue;
+		snprintf(out, len, "/dev/%s", strrchr(g.gl_pathv[i], '/') + 1);
+		globfree(&g);
+		return;
+	}
+	globfree(&g);
+	probe_skip("no peer NVMe besides the provider %s (this case needs a two-NVMe topology)", p2p_bdf);
+}
+
+static void peer_roundtrip(void)
+{
+	char ns[128];
+	peer_namespace(ns, sizeof(ns));
+	int fd = open(ns, O_RDWR | O_DIRECT);
+	if (fd < 0)
+		probe_fail("open %s", ns);
+	int pfd = p2p_open();
+	unsigned char *buf = p2p_map(pfd, 2 * IO_LEN);
+	if (buf == MAP_FAILED)
+		probe_fail("mmap");
+	unsigned char *out = buf, *in = buf + IO_LEN;
+	for (size_t i = 0; i < IO_LEN; i++)
+		out[i] = (unsigned char)(i * 13 + 1);
+	memset(in, 0, IO_LEN);
+	ssize_t w = pwrite(fd, out, IO_LEN, 0);
+	obs_errno("write", w < 0 ? errno : 0);
+	ssize_t r = pread(fd, in, IO_LEN, 0);
+	obs_errno("read", r < 0 ? errno : 0);
+	obs_bool("data_match", w == IO_LEN && r == IO_LEN && hash_bytes(out, IO_LEN) == hash_bytes(in, IO_LEN));
+	munmap(buf, 2 * IO_LEN);
+	close(pfd);
+	close(fd);
+}
+
+CASE(switch_dio, "O_DIRECT between p2pmem and a peer NVMe under the same PCIe switch works, data intact")
+{
+	peer_roundtrip();
+}
+
+CASE(rootbus_intel_dio, "root-complex peer with an Intel CPU model: P2P refused with EREMOTEIO")
+{
+	peer_roundtrip();
+}
+
+CASE(rootbus_amd_dio, "root-complex peer with an AMD family 0x17 CPU model: P2P through the host bridge works")
+{
+	peer_roundtrip();
+}
+
+struct inflight {
+	int fd;
+	void *buf;
+	size_t len;
+	ssize_t ret;
+	int err;
+	double done_at;
+};
+
+static void *do_read(void *arg)
+{
+	struct inflight *io = arg;
+	io->ret = pread(io->fd, io->buf, io->len, 0);
+	io->err = io->ret < 0 ? errno : 0;
+	io->done_at = now_s();
+	return NULL;
+}
+
+CASE(unbind_during_peer_dio, "unbind of the provider while a peer's O_DIRECT into p2pmem is in flight waits for it")
+{
+	char ns[128];
+	peer_namespace(ns, sizeof(ns));
+	int fd = open(ns, O_RDONLY | O_DIRECT);
+	if (fd < 0)
+		probe_fail("open %s", ns);
+	int pfd = p2p_open();
+	long long avail = p2p_available();
+	size_t len = 4 * PAGE; /* QEMU bounces P2P one page per backend request: 4 slow requests */
+	void *buf = p2p_map(pfd, len);
+	if (buf == MAP_FAILED)
+		probe_fail("mmap");
+	struct inflight io = {.fd = fd, .buf = buf, .len = len};
+	pthread_t t;
+	double t0 = now_s();
+	pthread_create(&t, NULL, do_read, &io);
+	usleep(500000);
+	double u0 = now_s();
+	int rc = p2p_unbind();
+	double unbind_done = now_s();
+	obs_errno("unbind", rc < 0 ? errno : 0);
+	pthread_join(t, NULL);
+	obs_errno("inflight_read", io.err);
+	obs_int("inflight_read_bytes", io.ret);
+	obs_bool("read_was_in_flight_at_unbind", io.done_at > u0);
+	/* the pages were pinned by the I/O: unbind must not return before the I/O completed */
+	obs_bool("unbind_waited_for_io", unbind_done >= io.done_at);
+	obs_int("io_seconds", (long long)(io.done_at - t0 + 0.5));
+	ssize_t again = pread(fd, buf, PAGE, 0);
+	obs_errno("old_buffer_read_after_unbind", again < 0 ? errno : 0);
+	munmap(buf, len);
+	close(pfd);
+	close(fd);
+	rc = p2p_bind();
+	obs_errno("rebind", rc < 0 ? errno : 0);
+	obs_int("rebind_available_delta", rc < 0 ? -1 : p2p_available() - avail);
+}

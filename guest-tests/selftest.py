@@ -1,0 +1,42 @@
+"""Rig self-tests: cases that break the guest on purpose, to prove the rig notices (manual: run only when
+selected with -k). They report what a correct kernel would let them observe; the rig's own tests check that
+the crash, the hang or the WARN is detected, titled and survived."""
+import ctypes
+import fcntl
+import glob
+import mmap
+import os
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from rigprobe import case, main, provider  # noqa: E402
+
+
+@case("panic the kernel (sysrq c): the rig must report a crash and go on in a fresh VM")
+def kernel_panic():
+    with open("/proc/sysrq-trigger", "w") as f:
+        f.write("c")
+    return {"survived": True}
+
+
+@case("sleep past the watchdog: the rig must kill the case and report it")
+def hang():
+    time.sleep(3600)
+    return {"survived": True}
+
+
+@case("gup_test PIN_LONGTERM_BENCHMARK with FOLL_PCI_P2PDMA: WARN_ON_ONCE in is_valid_gup_args (section 3)")
+def warn_gup_longterm():
+    fd = os.open(os.path.join(provider(), "p2pmem", "allocate"), os.O_RDWR)
+    m = mmap.mmap(fd, 16 * 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    g = os.open("/sys/kernel/debug/gup_test", os.O_RDWR)
+    buf = bytearray(struct.pack("QQQQIII32sI", 0, 0, addr, 16 * 4096, 1, 0x400, 0, bytes(32), 0))
+    fcntl.ioctl(g, 0xC0506703, buf)  # PIN_LONGTERM_BENCHMARK
+    return {"bytes_pinned": struct.unpack("QQQQ", bytes(buf[:32]))[3]}
+
+
+if __name__ == "__main__":
+    sys.exit(main("selftest"))
