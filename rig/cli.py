@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,6 +25,11 @@ from rig.progress import Progress
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="rig YAML (default: rig.yaml at the repository root)")
+    p.add_argument("--source", metavar="SRC", help="kernel source: debian:6.12, tarball:PATH, tree:PATH")
+    p.add_argument("--patch", action="append", default=[], metavar="FILE",
+                   help="a patch, mbox or series file applied on top of the source (repeatable)")
+    p.add_argument("--series", action="append", default=[], metavar="FILE", dest="patch_series",
+                   help="a quilt series file or an mbox (same as --patch; repeatable)")
     p.add_argument("--profile", help="kernel profile (default, debug, gupfast, or one defined in the YAML)")
     p.add_argument("--kconfig-add", action="append", default=[], metavar="CONFIG_X=y",
                    help="extra kernel option, after the profile's fragments (repeatable)")
@@ -51,6 +57,17 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("kernel", help="build the kernel only and print the bzImage path")
     _common(k)
     k.add_argument("--print-path", action="store_true", help="print only the bzImage path (for scripts)")
+    k.add_argument("--menuconfig", action="store_true",
+                   help="open the tree's menuconfig on the rig's build directory (needs libncurses-dev)")
+
+    ser = sub.add_parser("series", help="build and test the kernel after each patch of a series; table of "
+                         "verdict changes per patch")
+    _common(ser)
+    _machine(ser)
+    ser.add_argument("series_file", nargs="+", metavar="MBOX_OR_SERIES", help="mbox, series file or patches")
+    ser.add_argument("-k", action="append", default=[], metavar="PATTERN", dest="select",
+                     help="run only cases whose id matches (glob or substring; repeatable)")
+    ser.add_argument("--out", metavar="DIR", help="walk directory (default: out/series-<id>)")
 
     img = sub.add_parser("image", help="build the guest image only and print the disk path")
     img.add_argument("--config", metavar="FILE")
@@ -75,6 +92,17 @@ def _config(args: argparse.Namespace) -> RigConfig:
     overrides: dict = {}
     if getattr(args, "profile", None):
         overrides["kernel.profile"] = args.profile
+    if getattr(args, "source", None):
+        src = args.source
+        kind, sep, rest = src.partition(":")
+        if sep and kind in ("tree", "tarball"):
+            src = f"{kind}:{Path(rest).expanduser().resolve()}"
+        elif not sep:
+            src = str(Path(src).expanduser().resolve())
+        overrides["kernel.source"] = src
+    patches = [str(Path(p).resolve()) for p in getattr(args, "patch", []) + getattr(args, "patch_series", [])]
+    if patches:
+        overrides["kernel.patches"] = patches
     if getattr(args, "kconfig_add", None):
         overrides["kernel.kconfig_add"] = list(args.kconfig_add)
     if getattr(args, "accel", None):
@@ -127,7 +155,12 @@ def _host_facts() -> dict:
 
 def cmd_kernel(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    build = build_kernel(kernel_spec(cfg), Progress("kernel"))
+    spec = kernel_spec(cfg)
+    build = build_kernel(spec, Progress("kernel"))
+    if args.menuconfig:
+        from rig.kernel import menuconfig
+
+        return menuconfig(spec)
     if args.print_path:
         print(build.bzimage)
     else:
@@ -154,22 +187,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list[str], expectations,
+               argv_for_reproduce: list[str]) -> dict:
+    """Compile the probes, run the cases in VMs, write the run directory. Returns results.json's data."""
     from rig import probes as probesmod
-    from rig.results import summary_table, write_run
+    from rig.results import write_run
     from rig.runner import Suite
 
-    cfg = _config(args)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    expectations = load_expectations()
-    case_ids = select_cases(list(expectations), cfg.probes.select, {c for c, e in expectations.items() if e.manual})
-    if not case_ids:
-        raise RigError(f"no case matches {list(cfg.probes.select)}; `rig list` shows the case ids")
-    kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))
-    image = build_image(image_spec(cfg), Progress("image"))
-    key = ensure_ssh_key(cfg.cache_path)
-    run_dir = _new_run_dir(cfg, args.out)
-    _link_latest(run_dir, "latest")
     progress = Progress("run")
     progress.note(f"run directory {run_dir}")
     probe_set = probesmod.prepare(kernel, run_dir)
@@ -185,18 +210,86 @@ def cmd_run(args: argparse.Namespace) -> int:
             "kernel": kernel.manifest, "image": image.recipe, "semantics": cfg.probes.semantics,
             "selection": list(cfg.probes.select), "host": _host_facts(),
             "accel": suite.boots[0].accel if suite.boots else None,
-            "reproduce": " ".join(["rig", "run"] + ([f"--config {cfg.source_file}"] if args.config else [])
-                                  + [f"--profile {cfg.kernel.profile}"]
-                                  + [f"-k {p}" for p in cfg.probes.select]),
+            "reproduce": shlex.join(argv_for_reproduce),
         }
         data = write_run(run_dir, suite.results, suite.boots, manifest)
+    data["_results"], data["_boots"] = suite.results, suite.boots
+    return data
+
+
+def _selected(cfg: RigConfig, expectations) -> list[str]:
+    case_ids = select_cases(list(expectations), cfg.probes.select, {c for c, e in expectations.items() if e.manual})
+    if not case_ids:
+        raise RigError(f"no case matches {list(cfg.probes.select)}; `rig list` shows the case ids")
+    return case_ids
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rig.results import summary_table
+
+    cfg = _config(args)
+    expectations = load_expectations()
+    case_ids = _selected(cfg, expectations)
+    kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))
+    image = build_image(image_spec(cfg), Progress("image"))
+    key = ensure_ssh_key(cfg.cache_path)
+    run_dir = _new_run_dir(cfg, args.out)
+    _link_latest(run_dir, "latest")
+    reproduce = ["rig", "run"] + (["--config", cfg.source_file] if args.config else []) + \
+        shlex.split(kernel.manifest["reproduce"])[2:] + [a for p in cfg.probes.select for a in ("-k", p)]
+    data = _run_cases(cfg, kernel, image, key, run_dir, case_ids, expectations, reproduce)
     print()
-    print(summary_table(suite.results))
-    for b in suite.boots:
+    print(summary_table(data["_results"]))
+    for b in data["_boots"]:
         for s in b.splats:
             print(f"  SPLAT (boot {b.boot}): {s['title']}")
     print(f"\nresults: {run_dir / 'results.json'}  (exit {data['exit_code']})")
     return data["exit_code"]
+
+
+def cmd_series(args: argparse.Namespace) -> int:
+    """Build and test the kernel after each patch of a series; print which cases changed verdict where."""
+    import dataclasses
+
+    from rig.errors import BuildError
+    from rig.results import series_table
+    from rig.sources import read_patches
+
+    cfg = _config(args)
+    expectations = load_expectations()
+    case_ids = _selected(cfg, expectations)
+    base = kernel_spec(cfg)
+    series = read_patches([Path(f).resolve() for f in args.series_file])
+    if not series:
+        raise RigError(f"{' '.join(args.series_file)}: no patches found")
+    image = build_image(image_spec(cfg), Progress("image"))
+    key = ensure_ssh_key(cfg.cache_path)
+    walk_dir = _new_run_dir(cfg, args.out, prefix="series-")
+    _link_latest(walk_dir, "latest-series")
+    steps: list[dict] = []
+    stopped = ""
+    for i in range(len(series) + 1):
+        label = "base" if i == 0 else f"{i:02d} {series[i - 1].subject}"
+        spec = dataclasses.replace(base, patches=base.patches + tuple(series[:i]))
+        print(f"== step {i}/{len(series)}: {label}", flush=True)
+        try:
+            kernel = build_kernel(spec, Progress("kernel"))
+        except BuildError as e:
+            stopped = f"patch {i} ({series[i - 1].name() if i else 'base'}: {label}) breaks the build or does not apply: {e}"
+            break
+        step_dir = walk_dir / f"step-{i:02d}"
+        step_dir.mkdir()
+        data = _run_cases(cfg, kernel, image, key, step_dir, case_ids, expectations, ["rig", "series"] + args.series_file)
+        steps.append({"step": i, "label": label, "kernel": kernel.key, "exit_code": data["exit_code"],
+                      "verdicts": {r.id: r.verdict for r in data["_results"]}})
+    (walk_dir / "series.json").write_text(json.dumps({"steps": steps, "stopped": stopped}, indent=2) + "\n")
+    print()
+    print(series_table(steps))
+    if stopped:
+        print(f"\nSTOPPED: {stopped}")
+        return 2
+    print(f"\nseries results: {walk_dir / 'series.json'}")
+    return steps[-1]["exit_code"]
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -244,7 +337,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"run": cmd_run, "kernel": cmd_kernel, "image": cmd_image, "boot": cmd_boot, "ssh": cmd_ssh,
+HANDLERS = {"series": cmd_series, "run": cmd_run, "kernel": cmd_kernel, "image": cmd_image, "boot": cmd_boot, "ssh": cmd_ssh,
             "list": cmd_list}
 
 

@@ -28,8 +28,10 @@ DEFAULT_PROFILES = {
 
 @dataclass(frozen=True)
 class KernelConfig:
-    # "debian:6.12" = Debian's linux-source-6.12 package (the only source kind so far)
+    # debian:<version> (Debian's linux-source-<version>), tarball:<path>, tree:<path>, or a bare path
     source: str = "debian:6.12"
+    # patch files, quilt series files or mboxes (git format-patch, b4), applied in order; relative to this file
+    patches: tuple[str, ...] = ()
     profile: str = "default"
     # extra fragment lines, e.g. "CONFIG_KASAN=y", applied after the profile's fragments
     kconfig_add: tuple[str, ...] = ()
@@ -226,10 +228,8 @@ def _check(cfg: RigConfig, file: str) -> None:
         raise ConfigError(
             f"{file}: kernel profile {cfg.kernel.profile!r} is not defined (profiles: {', '.join(sorted(cfg.profiles))})"
         )
-    if not cfg.kernel.source.startswith("debian:"):
-        raise ConfigError(
-            f"{file}: 'kernel.source' {cfg.kernel.source!r} is not supported yet; use 'debian:<version>', e.g. debian:6.12"
-        )
+    if not cfg.kernel.source.strip():
+        raise ConfigError(f"{file}: 'kernel.source' is empty; use debian:6.12, tarball:PATH or tree:PATH")
     for line in cfg.kernel.kconfig_add:
         if not (line.startswith("CONFIG_") and "=" in line) and not line.startswith("# CONFIG_"):
             raise ConfigError(f"{file}: 'kernel.kconfig_add' entry {line!r} must look like CONFIG_FOO=y")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rig.cache import CacheEntry, digest
+from rig.sources import KernelSource, Patch, prepare_tree, read_patches, resolve_source, tree_lock
 from rig.config import REPO_ROOT, RigConfig
 from rig.errors import BuildError, ConfigError
 from rig.progress import Progress
@@ -27,14 +28,6 @@ RECIPE_VERSION = "2"
 
 
 @dataclass(frozen=True)
-class KernelSource:
-    kind: str  # "debian"
-    ident: str  # filesystem-safe identity, part of the cache key
-    tarball: Path
-    version: str
-
-
-@dataclass(frozen=True)
 class KernelSpec:
     source: KernelSource
     profile: str
@@ -42,6 +35,7 @@ class KernelSpec:
     kconfig_add: tuple[str, ...]
     cache_root: Path
     jobs: int
+    patches: tuple[Patch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,33 +82,6 @@ def dropped_options(wanted: dict[str, str | None], final_config: str) -> list[tu
 # ---------------------------------------------------------------- spec from config
 
 
-def _dpkg_version(package: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}\t${Version}", package], capture_output=True, text=True, check=False
-        )
-    except FileNotFoundError:
-        return None
-    status, _, version = out.stdout.partition("\t")
-    return version if "install ok installed" in status else None
-
-
-def resolve_source(source: str) -> KernelSource:
-    kind, _, arg = source.partition(":")
-    if kind != "debian":
-        raise ConfigError(f"kernel source {source!r} is not supported; use debian:<version>")
-    package = f"linux-source-{arg}"
-    tarball = Path(f"/usr/src/{package}.tar.xz")
-    version = _dpkg_version(package)
-    if version is None or not tarball.exists():
-        raise BuildError(
-            f"kernel source package {package} is not installed ({tarball} missing). "
-            f"Fix: run `make deps` (or apt-get install {package})."
-        )
-    ident = f"debian-{package}_{version}".replace("~", "_").replace(":", "_").replace("+", "_")
-    return KernelSource("debian", ident, tarball, version)
-
-
 def kernel_spec(cfg: RigConfig) -> KernelSpec:
     names = cfg.profiles[cfg.kernel.profile]
     fragments = []
@@ -123,13 +90,17 @@ def kernel_spec(cfg: RigConfig) -> KernelSpec:
         if not p.is_file():
             raise ConfigError(f"profile {cfg.kernel.profile!r} names fragment {name!r}, but {p} does not exist")
         fragments.append(p)
+    base = Path(cfg.source_file).parent if cfg.source_file else Path.cwd()
+    patch_paths = [Path(p).expanduser() if Path(p).expanduser().is_absolute() else base / p
+                   for p in cfg.kernel.patches]
     return KernelSpec(
-        source=resolve_source(cfg.kernel.source),
+        source=resolve_source(cfg.kernel.source, base),
         profile=cfg.kernel.profile,
         fragments=tuple(fragments),
         kconfig_add=cfg.kernel.kconfig_add,
         cache_root=cfg.cache_path,
         jobs=cfg.kernel.jobs or os.cpu_count() or 1,
+        patches=tuple(read_patches(patch_paths)),
     )
 
 
@@ -145,6 +116,10 @@ def build_key(spec: KernelSpec) -> str:
     for f in spec.fragments:
         parts += [f.name, f.read_text()]
     parts += list(spec.kconfig_add)
+    if spec.patches:
+        parts += ["patches"] + [p.sha256 for p in spec.patches]
+    if spec.source.kind != "debian":
+        parts += [spec.source.version, spec.source.content_id]
     return digest(*parts)
 
 
@@ -203,18 +178,6 @@ class _Make:
             raise BuildError(f"merge_config.sh failed (exit {rc}); full log: {self.log}")
 
 
-def _extract_source(spec: KernelSpec, progress: Progress) -> Path:
-    entry = CacheEntry(spec.cache_root, "src", spec.source.ident)
-    with entry.lock():
-        if entry.exists():
-            return entry.path
-        progress.note(f"extracting {spec.source.tarball}")
-        with entry.building() as tmp:
-            subprocess.run(["tar", "-xf", str(spec.source.tarball), "-C", str(tmp), "--strip-components=1"],
-                           check=True)
-    return entry.path
-
-
 def build_kernel(spec: KernelSpec, progress: Progress | None = None) -> KernelBuild:
     progress = progress or Progress("kernel")
     key = build_key(spec)
@@ -225,74 +188,106 @@ def build_kernel(spec: KernelSpec, progress: Progress | None = None) -> KernelBu
         if entry.exists():  # another rig built it while we waited
             return load_build(entry.path)
         started = time.time()
-        src = _extract_source(spec, progress)
-        # one build dir per source and profile (incremental rebuilds); ad-hoc options get their own
-        variant = spec.profile + (f"-{digest(*spec.kconfig_add)[:8]}" if spec.kconfig_add else "")
-        out = spec.cache_root / "build" / spec.source.ident / variant
-        stamp = out / ".rig-recipe"
-        if out.exists() and (not stamp.exists() or stamp.read_text() != RECIPE_VERSION):
-            # objects built by an older recipe (other compiler flags) must not be reused
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(RECIPE_VERSION)
-        logs = spec.cache_root / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log = logs / f"kernel-{key}.log"
-        log.write_text(f"p2pdma-rig kernel build {key}\n")
-        make = _Make(src, out, log, spec.cache_root)
-        progress.note(f"building {spec.source.ident} profile {spec.profile} in {out} (log: {log})")
+        with tree_lock(spec.cache_root, spec.source):
+            return _build_locked(spec, key, entry, started, progress)
 
-        fragments = list(spec.fragments)
-        if spec.kconfig_add:
-            extra = out / "rig-kconfig-add.config"
-            extra.write_text("\n".join(spec.kconfig_add) + "\n")
-            fragments.append(extra)
-        make.run("tinyconfig")
-        make.merge(fragments)
-        make.run("olddefconfig")
-        wanted: dict[str, str | None] = {}
-        for f in fragments:
-            wanted.update(parse_fragment(f.read_text()))
-        final_config = (out / ".config").read_text()
-        dropped = dropped_options(wanted, final_config)
-        if dropped:
-            lines = "\n".join(f"    {sym}: wanted {want}, got {got}" for sym, want, got in dropped)
-            raise BuildError(
-                f"{len(dropped)} kernel option(s) asked for by the fragments were dropped by olddefconfig "
-                f"(an unmet dependency or a typo):\n{lines}\n  Fix the fragment(s): "
-                + ", ".join(str(f) for f in fragments)
-            )
-        make.run("bzImage", jobs=spec.jobs, progress=progress, what="bzImage")
-        make.run("headers_install", f"INSTALL_HDR_PATH={out / 'rig-headers'}", progress=progress, what="headers")
-        seconds = round(time.time() - started, 1)
 
-        with entry.building() as tmp:
-            shutil.copy2(out / "arch/x86/boot/bzImage", tmp / "bzImage")
-            shutil.copy2(out / "vmlinux", tmp / "vmlinux")
-            shutil.copy2(out / "System.map", tmp / "System.map")
-            shutil.copy2(out / ".config", tmp / "config")
-            shutil.copytree(out / "rig-headers/include", tmp / "include")
-            manifest = {
-                "key": key,
-                "source": {"kind": spec.source.kind, "id": spec.source.ident, "version": spec.source.version,
-                           "tarball": str(spec.source.tarball)},
-                "profile": spec.profile,
-                "fragments": [{"name": f.name, "sha256": digest(f.read_text())} for f in spec.fragments],
-                "kconfig_add": list(spec.kconfig_add),
-                "config_sha256": digest(final_config),
-                "compiler": compiler_version(),
-                "build_seconds": seconds,
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "build_host": platform.node(),
-                "build_dir": str(out),
-                "reproduce": " ".join(
-                    ["rig", "kernel", "--profile", spec.profile]
-                    + [a for x in spec.kconfig_add for a in ("--kconfig-add", x)]
-                ),
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        progress.done(f"kernel {key} built")
-        return load_build(entry.path)
+def build_dir(spec: KernelSpec) -> Path:
+    """One build directory per source and profile (incremental rebuilds, also across patch sets); ad-hoc
+    options get their own; a user's tree and the rig's patched copy of it are different trees."""
+    variant = spec.profile + (f"-{digest(*spec.kconfig_add)[:8]}" if spec.kconfig_add else "")
+    if spec.source.kind == "tree" and spec.patches:
+        variant += "-patched"
+    return spec.cache_root / "build" / spec.source.ident / variant
+
+
+def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float, progress: Progress) -> KernelBuild:
+    src = prepare_tree(spec.source, list(spec.patches), spec.cache_root, progress.note)
+    out = build_dir(spec)
+    stamp = out / ".rig-recipe"
+    if out.exists() and (not stamp.exists() or stamp.read_text() != RECIPE_VERSION):
+        # objects built by an older recipe (other compiler flags) must not be reused
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(RECIPE_VERSION)
+    logs = spec.cache_root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"kernel-{key}.log"
+    log.write_text(f"p2pdma-rig kernel build {key}\n")
+    make = _Make(src, out, log, spec.cache_root)
+    progress.note(f"building {spec.source.ident}" + (f" + {len(spec.patches)} patch(es)" if spec.patches else "")
+                  + f" profile {spec.profile} in {out} (log: {log})")
+
+    fragments = list(spec.fragments)
+    if spec.kconfig_add:
+        extra = out / "rig-kconfig-add.config"
+        extra.write_text("\n".join(spec.kconfig_add) + "\n")
+        fragments.append(extra)
+    make.run("tinyconfig")
+    make.merge(fragments)
+    make.run("olddefconfig")
+    wanted: dict[str, str | None] = {}
+    for f in fragments:
+        wanted.update(parse_fragment(f.read_text()))
+    final_config = (out / ".config").read_text()
+    dropped = dropped_options(wanted, final_config)
+    if dropped:
+        lines = "\n".join(f"    {sym}: wanted {want}, got {got}" for sym, want, got in dropped)
+        raise BuildError(
+            f"{len(dropped)} kernel option(s) asked for by the fragments were dropped by olddefconfig "
+            f"(an unmet dependency or a typo):\n{lines}\n  Fix the fragment(s): "
+            + ", ".join(str(f) for f in fragments)
+        )
+    make.run("bzImage", jobs=spec.jobs, progress=progress, what="bzImage")
+    make.run("headers_install", f"INSTALL_HDR_PATH={out / 'rig-headers'}", progress=progress, what="headers")
+    seconds = round(time.time() - started, 1)
+
+    with entry.building() as tmp:
+        shutil.copy2(out / "arch/x86/boot/bzImage", tmp / "bzImage")
+        shutil.copy2(out / "vmlinux", tmp / "vmlinux")
+        shutil.copy2(out / "System.map", tmp / "System.map")
+        shutil.copy2(out / ".config", tmp / "config")
+        shutil.copytree(out / "rig-headers/include", tmp / "include")
+        manifest = {
+            "key": key,
+            "source": spec.source.manifest(),
+            "patches": [p.manifest() for p in spec.patches],
+            "profile": spec.profile,
+            "fragments": [{"name": f.name, "sha256": digest(f.read_text())} for f in spec.fragments],
+            "kconfig_add": list(spec.kconfig_add),
+            "config_sha256": digest(final_config),
+            "compiler": compiler_version(),
+            "build_seconds": seconds,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_host": platform.node(),
+            "build_dir": str(out),
+            "reproduce": reproduce_command(spec),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    progress.done(f"kernel {key} built")
+    return load_build(entry.path)
+
+
+def menuconfig(spec: KernelSpec) -> int:
+    """Interactive: the tree's menuconfig on the rig's build directory of this source and profile."""
+    with tree_lock(spec.cache_root, spec.source):
+        src = prepare_tree(spec.source, list(spec.patches), spec.cache_root)
+        return subprocess.run(["make", f"O={build_dir(spec)}", "menuconfig"], cwd=src).returncode
+
+
+def reproduce_command(spec: KernelSpec) -> str:
+    import shlex
+
+    source = spec.source.kind + ":" + (str(spec.source.path) if spec.source.kind != "debian"
+                                       else spec.source.path.name.removeprefix("linux-source-").removesuffix(".tar.xz"))
+    args = ["rig", "kernel", "--source", source, "--profile", spec.profile]
+    args += [a for x in spec.kconfig_add for a in ("--kconfig-add", x)]
+    seen = []
+    for p in spec.patches:
+        if p.source_file not in seen:
+            seen.append(p.source_file)
+    args += [a for f in seen for a in ("--patch", str(f))]
+    return shlex.join(args)
 
 
 def load_build(path: Path) -> KernelBuild:

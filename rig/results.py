@@ -121,3 +121,17 @@ def write_run(run_dir: Path, results: list[CaseResult], boots: list[BootRecord],
                 (run_dir / name).write_text((last / name).read_text(errors="replace"))
         (run_dir / "qemu-cmdline.txt").write_text("".join(f"# boot {b.boot}\n{b.qemu_cmdline}\n" for b in boots))
     return data
+
+
+def series_table(steps: list[dict]) -> str:
+    """Patch by patch: the cases whose verdict differs from the step before."""
+    lines = [f"{'step':<6}{'kernel':<22}{'changed':>8}  patch"]
+    for prev, step in zip([None] + steps[:-1], steps):
+        changed = [] if prev is None else [
+            (cid, prev["verdicts"].get(cid, "-"), v) for cid, v in step["verdicts"].items()
+            if prev["verdicts"].get(cid) != v
+        ]
+        counts = " ".join(f"{k}:{n}" for k, n in sorted(Counter(step["verdicts"].values()).items()))
+        lines.append(f"{step['step']:<6}{step['kernel']:<22}{len(changed):>8}  {step['label'][:70]}  [{counts}]")
+        lines += [f"{'':14}{cid}: {a} -> {b}" for cid, a, b in changed]
+    return "\n".join(lines)

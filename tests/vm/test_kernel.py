@@ -1,0 +1,75 @@
+"""The kernel under review (issue: sources, patches, series walk), through the rig CLI on real kernels."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rig.config import load_config
+
+from conftest import DATA, ROOT
+
+pytestmark = pytest.mark.vm
+
+RIG = [sys.executable, "-m", "rig.cli"]
+FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
+STALE = DATA / "patches" / "0001-PCI-P2PDMA-stale-context.patch"
+
+
+def rig(*args, timeout=1500):
+    return subprocess.run(RIG + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def kernel_entries():
+    root = load_config().cache_path / "kernels"
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
+def test_shipped_fix_flips_the_leak_case_from_xfail_to_xpass(tmp_path):
+    base = rig("run", "-k", "leak.data_after_free", "--out", tmp_path / "base")
+    assert base.returncode == 0, base.stderr
+    fixed = rig("run", "--patch", FIX, "-k", "leak.data_after_free", "--out", tmp_path / "fixed")
+    assert fixed.returncode == 0, fixed.stderr
+    verdict = {}
+    for name in ("base", "fixed"):
+        data = json.loads((tmp_path / name / "results.json").read_text())
+        verdict[name] = data["cases"][0]["verdict"]
+        manifest = data["manifest"]["kernel"]
+    assert verdict == {"base": "xfail", "fixed": "xpass"}
+    assert manifest["patches"][0]["subject"] == "[PATCH] PCI/P2PDMA: Clear p2pmem before mapping it to userspace"
+    assert len(manifest["patches"][0]["sha256"]) == 64
+    assert "--patch" in manifest["reproduce"]
+
+
+def test_a_patch_that_does_not_apply_is_exit_2_and_leaves_the_cache_clean():
+    before = kernel_entries()
+    r = rig("kernel", "--patch", STALE)
+    assert r.returncode == 2, r.stderr
+    assert "0001-PCI-P2PDMA-stale-context.patch" in r.stderr
+    assert "drivers/pci/p2pdma.c: hunk #1 (at line 103) does not apply" in r.stderr
+    assert kernel_entries() == before
+    src = load_config().cache_path / "src"
+    tree = next(p for p in src.iterdir() if p.is_dir() and p.name.startswith("debian-linux-source-6.12"))
+    assert (tree / "drivers/pci/p2pdma.c").read_text() == (DATA / "p2pdma-6.12.117.c").read_text()
+    assert not list((tree / "drivers/pci").glob("*.rej"))
+
+
+def test_series_walk_names_the_patch_that_changed_a_verdict(tmp_path):
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(FIX.read_text())
+    r = rig("series", mbox, "-k", "leak.data_after_free", "-k", "mmap.private", "--out", tmp_path / "walk")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "leak.data_after_free: xfail -> xpass" in r.stdout
+    steps = json.loads((tmp_path / "walk" / "series.json").read_text())["steps"]
+    assert [s["verdicts"]["leak.data_after_free"] for s in steps] == ["xfail", "xpass"]
+    assert [s["verdicts"]["mmap.private"] for s in steps] == ["pass", "pass"]
+
+
+def test_series_walk_stops_at_a_patch_that_does_not_apply(tmp_path):
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(FIX.read_text() + "\n" + STALE.read_text())
+    r = rig("series", mbox, "-k", "mmap.private", "--out", tmp_path / "walk")
+    assert r.returncode == 2
+    assert "STOPPED: patch 2" in r.stdout and "does not apply" in r.stdout
+    steps = json.loads((tmp_path / "walk" / "series.json").read_text())["steps"]
+    assert len(steps) == 2  # base and the first patch ran; the walk stopped before the broken one
