@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -77,6 +78,59 @@ def dropped_options(wanted: dict[str, str | None], final_config: str) -> list[tu
         elif got != val:
             dropped.append((sym, val, "is not set" if got is None else got))
     return dropped
+
+
+_KCONFIG_ENTRY = re.compile(r"^(?:menu)?config\s+(\w+)")
+_KCONFIG_DEPENDS = re.compile(r"^\s+depends on\s+(.+?)\s*$")
+_KCONFIG_IF = re.compile(r"^if\s+(.+?)\s*$")
+
+
+def kconfig_dependencies(texts: list[str]) -> dict[str, list[str]]:
+    """Symbol (without CONFIG_) -> its `depends on` expressions, including enclosing `if` blocks."""
+    deps: dict[str, list[str]] = {}
+    for text in texts:
+        ifs: list[str] = []
+        current = None
+        for line in text.splitlines():
+            if m := _KCONFIG_ENTRY.match(line):
+                current = m.group(1)
+                deps.setdefault(current, []).extend(ifs)
+            elif m := _KCONFIG_IF.match(line):
+                ifs.append(m.group(1))
+                current = None
+            elif line.startswith("endif"):
+                if ifs:
+                    ifs.pop()
+                current = None
+            elif current and (m := _KCONFIG_DEPENDS.match(line)):
+                deps[current].append(m.group(1))
+            elif line and not line[0].isspace() and not line.startswith("#"):
+                current = None
+    return deps
+
+
+def explain_dropped(sym: str, deps: dict[str, list[str]], final_config: str) -> str:
+    """Why olddefconfig dropped an option: its unmet dependencies, with the values they have."""
+    name = sym.removeprefix("CONFIG_")
+    if name not in deps:
+        return "no such option in this tree's Kconfig (a typo, or removed in this kernel version)"
+    values = parse_fragment(final_config)
+
+    def annotate(expr: str) -> str:
+        return re.sub(r"\b([A-Z][A-Z0-9_]*[A-Z0-9])\b",
+                      lambda m: f"{m.group(1)} [={values.get('CONFIG_' + m.group(1)) or 'n'}]", expr)
+
+    if not deps[name]:
+        return "no dependency of its own: a choice, a `select` or a value range decides it"
+    return "depends on " + " && ".join(annotate(e) for e in deps[name])
+
+
+def _tree_kconfig_texts(src: Path) -> list[str]:
+    texts = []
+    for root, dirs, files in os.walk(src):
+        dirs[:] = [d for d in dirs if d not in (".git", "Documentation", "tools", "samples")]
+        texts += [Path(root, f).read_text(errors="replace") for f in files if f.startswith("Kconfig")]
+    return texts
 
 
 # ---------------------------------------------------------------- spec from config
@@ -232,7 +286,9 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
     final_config = (out / ".config").read_text()
     dropped = dropped_options(wanted, final_config)
     if dropped:
-        lines = "\n".join(f"    {sym}: wanted {want}, got {got}" for sym, want, got in dropped)
+        deps = kconfig_dependencies(_tree_kconfig_texts(src))
+        lines = "\n".join(f"    {sym}: wanted {want}, got {got}; {explain_dropped(sym, deps, final_config)}"
+                          for sym, want, got in dropped)
         raise BuildError(
             f"{len(dropped)} kernel option(s) asked for by the fragments were dropped by olddefconfig "
             f"(an unmet dependency or a typo):\n{lines}\n  Fix the fragment(s): "

@@ -36,3 +36,14 @@ def test_every_profile_fragment_exists():
     for names in DEFAULT_PROFILES.values():
         for name in names:
             assert (FRAGMENT_DIR / name).is_file(), name
+
+
+def test_dropped_option_is_explained_by_its_unmet_dependency():
+    from rig.kernel import explain_dropped, kconfig_dependencies
+
+    texts = [(DATA / "kconfig" / n).read_text() for n in ("lib-Kconfig.debug", "lib-Kconfig.kasan")]
+    deps = kconfig_dependencies(texts)
+    assert explain_dropped("CONFIG_DEBUG_VM_PGFLAGS", deps, REAL_CONFIG) == "depends on DEBUG_VM [=n]"
+    # KASAN_INLINE sits inside `if KASAN`; the enclosing block counts as a dependency
+    assert "KASAN [=n]" in explain_dropped("CONFIG_KASAN_INLINE", deps, REAL_CONFIG)
+    assert "no such option" in explain_dropped("CONFIG_NO_SUCH_OPTION", deps, REAL_CONFIG)

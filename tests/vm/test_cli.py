@@ -89,9 +89,12 @@ def test_ssh_that_never_comes_up_is_exit_2_with_console(tmp_path):
 
 def test_dropped_kernel_option_is_exit_2_and_named():
     before = cache_entries()
+    r = rig("kernel", "--kconfig-add", "CONFIG_DEBUG_VM_PGFLAGS=y", timeout=600)
+    assert r.returncode == 2
+    assert "CONFIG_DEBUG_VM_PGFLAGS: wanted y, got is not set; depends on DEBUG_VM [=n]" in r.stderr
     r = rig("kernel", "--kconfig-add", "CONFIG_P2PDMA_RIG_NO_SUCH_OPTION=y", timeout=600)
     assert r.returncode == 2
-    assert "CONFIG_P2PDMA_RIG_NO_SUCH_OPTION: wanted y, got is not set" in r.stderr
+    assert "CONFIG_P2PDMA_RIG_NO_SUCH_OPTION: wanted y, got is not set; no such option" in r.stderr
     assert cache_entries() == before
     root = load_config().cache_path
     assert not list((root / "kernels").glob("*.tmp-*"))
