@@ -72,3 +72,11 @@ def test_dmesg_expectation():
     assert ok.verdict == "pass" and ok.expected["dmesg"] == ["attempted private mapping"]
     j = judge(e, {"obs": {"mmap": "EINVAL"}}, dmesg="")
     assert j.verdict == "fail" and "dmesg: expected a line matching" in j.mismatches[0]
+
+
+def test_readme_lists_every_case():
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [cid for cid in load_expectations() if f"`{cid}`" not in readme]
+    assert not missing, f"README.md does not list: {missing}"
