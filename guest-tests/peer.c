@@ -81,7 +81,25 @@ static void *do_read(void *arg)
 	return NULL;
 }
 
+static void unbind_during_peer_dio(void);
+
 CASE(unbind_during_peer_dio, "unbind of the provider while a peer's O_DIRECT into p2pmem is in flight waits for it")
+{
+	unbind_during_peer_dio();
+}
+
+/* the same with the hung-task detector at 3 s: unbind blocks in memunmap_pages longer than that, so the
+ * kernel reports a hung task (a rig self-test of its hung-task detection; manual) */
+CASE(unbind_inflight_hung_task, "as unbind_during_peer_dio, with hung_task_timeout_secs=3: a hung-task report")
+{
+	char old[32] = "120";
+	read_file("/proc/sys/kernel/hung_task_timeout_secs", old, sizeof(old));
+	write_file("/proc/sys/kernel/hung_task_timeout_secs", "3");
+	unbind_during_peer_dio();
+	write_file("/proc/sys/kernel/hung_task_timeout_secs", old);
+}
+
+static void unbind_during_peer_dio(void)
 {
 	char ns[128];
 	peer_namespace(ns, sizeof(ns));

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from rig import __version__
+from rig import __version__, cli_report
 from rig.config import RigConfig, load_config
 from rig.errors import EXIT_HARNESS, RigError
 from rig.expectations import load_expectations
@@ -82,6 +82,23 @@ def parser() -> argparse.ArgumentParser:
     ssh = sub.add_parser("ssh", help="open a shell (or run a command) in the VM of the latest `rig boot`")
     ssh.add_argument("--dir", metavar="DIR", help="the boot's directory (default: out/latest-boot)")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run instead of a shell")
+
+    race = sub.add_parser("race", help="hammer unbind/rebind against mmap, fork, O_DIRECT workers until the kernel "
+                          "breaks or the time runs out; prints a reproducer on failure")
+    _common(race)
+    _machine(race)
+    race.add_argument("--scenario", action="append", default=[], metavar="NAME",
+                      help="scenario to run (repeatable; default: all): " + ", ".join(
+                          ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect",
+                           "odirect-unbind")))
+    race.add_argument("--seconds", type=float, default=60.0, help="duration of each scenario (default 60)")
+    race.add_argument("--workers", type=int, default=4, help="worker threads in the guest (default 4)")
+    race.add_argument("--seed", type=int, help="seed of every random choice (default: a new one, printed)")
+    race.add_argument("--hang-s", type=float, default=60.0,
+                      help="no progress and no answer for this long = a hung guest (default 60)")
+    race.add_argument("--out", metavar="DIR", help="race directory (default: out/race-<id>)")
+
+    cli_report.add_parsers(sub)
 
     ls = sub.add_parser("list", help="list the probe cases with their expectations")
     ls.add_argument("-k", action="append", default=[], metavar="PATTERN", dest="select")
@@ -337,8 +354,42 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"series": cmd_series, "run": cmd_run, "kernel": cmd_kernel, "image": cmd_image, "boot": cmd_boot, "ssh": cmd_ssh,
-            "list": cmd_list}
+def cmd_race(args: argparse.Namespace) -> int:
+    from rig.errors import EXIT_CASE_FAILED, EXIT_GUEST_CRASH
+    from rig.race import Race, parse_spec, write_race
+
+    if not args.profile:
+        args.profile = "debug"  # races are hunted with KASAN, lockdep and friends unless told otherwise
+    cfg = _config(args)
+    spec = parse_spec(args.scenario, args.seconds, args.workers, args.seed)
+    print(f"rig race: seed {spec.seed}; scenarios {', '.join(spec.scenarios)}; {spec.seconds:g}s each, "
+          f"{spec.workers} workers, kernel profile {cfg.kernel.profile}", flush=True)
+    kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))
+    image = build_image(image_spec(cfg), Progress("image"))
+    key = ensure_ssh_key(cfg.cache_path)
+    run_dir = _new_run_dir(cfg, args.out, prefix="race-")
+    _link_latest(run_dir, "latest-race")
+    race = Race(cfg, kernel, image, key, run_dir, spec, Progress("race"))
+    results = race.run()
+    cmdlines = [p.read_text() for p in sorted(run_dir.glob("boot-*/qemu-cmdline.txt"))]
+    data = write_race(run_dir, spec, results, kernel, cfg.kernel.profile, cmdlines)
+    print()
+    for r in results:
+        print(f"{r.scenario:16s} {r.verdict:9s} {r.seconds:6.1f}s  iterations {r.counters.get('iterations', 0):7d}  "
+              f"cycles {r.counters.get('cycles', 0):5d} ({r.cycles_per_s:.2f}/s)  splats {len(r.splats)}  seed {spec.seed}")
+    print(f"\nrace results: {run_dir / 'race.json'}")
+    failed = next((r for r in results if r.verdict != "ok"), None)
+    if failed is None:
+        return 0
+    print(f"FAILED in {failed.scenario}: {failed.verdict}; everything is kept in {run_dir}")
+    for s in failed.splats:
+        print(f"  {s['title']}")
+    print(f"reproduce with: {data['reproduce']}")
+    return EXIT_GUEST_CRASH if failed.verdict == "crash" else EXIT_CASE_FAILED
+
+
+HANDLERS = {"race": cmd_race, "series": cmd_series, "run": cmd_run, "kernel": cmd_kernel, "image": cmd_image, "boot": cmd_boot, "ssh": cmd_ssh,
+            "list": cmd_list, **cli_report.HANDLERS}
 
 
 def _sigterm(signum, frame):  # noqa: ARG001

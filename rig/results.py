@@ -83,7 +83,10 @@ def to_junit(results: list[CaseResult], name: str = "p2pdma-rig") -> str:
             ET.SubElement(tc, "system-out").text = f"XPASS: {r.reason}"
     root = ET.Element("testsuites")
     root.append(suite)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    xml = ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    # a console can carry control characters (ESC of a colour code...) that XML 1.0 forbids even escaped
+    import re
+    return re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "\ufffd", xml)
 
 
 def summary_table(results: list[CaseResult]) -> str:

@@ -1,0 +1,250 @@
+"""Race controller: guest-side workers (guest-tests/race/racer.c) hammer p2pmem while the provider is unbound
+and rebound; the host owns the clock, watches the console, and stops at the first failure with everything a
+reproducer needs (p2pdma-behaviour.md section 8).
+
+Detection: console splats (the console.py table: KASAN, lockdep, WARNING, BUG, Oops, hung task, RCU stall,
+soft lockup, panic), a guest that stops answering (no racer progress on the console and no SSH for `hang_s`:
+the rig asks for task dumps with sysrq before stopping it), data corruption and broken invariants reported by
+the workers (`available` not back at its baseline, an unbind that does not return within its bound).
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import shlex
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rig import console as consolemod
+from rig.config import REPO_ROOT, RigConfig
+from rig.errors import BuildError, ConfigError, GuestError
+from rig.image import GuestImage, SshKey
+from rig.kernel import KernelBuild
+from rig.progress import Progress
+from rig.vm import RunningVM, start_vm
+
+RACER_SOURCE = REPO_ROOT / "guest-tests" / "race" / "racer.c"
+SCENARIOS = ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect", "odirect-unbind")
+# break the kernel on purpose to prove the detectors (run only when named)
+SELFTESTS = ("selftest-warn", "selftest-panic")
+_PROGRESS = re.compile(r"p2pdma-race: progress t=(\d+) iterations=(\d+) cycles=(\d+) sigbus=(\d+)")
+
+
+@dataclass(frozen=True)
+class RaceSpec:
+    scenarios: tuple[str, ...]
+    seconds: float  # per scenario
+    workers: int
+    seed: int
+    hang_s: float = 60.0
+    hung_task_timeout_s: int = 30
+
+    def reproducer(self, profile: str, scenario: str | None = None) -> str:
+        scen = [scenario] if scenario else list(self.scenarios)
+        args = ["rig", "race", "--seed", str(self.seed), "--seconds", f"{self.seconds:g}", "--workers",
+                str(self.workers), "--profile", profile] + [a for s in scen for a in ("--scenario", s)]
+        return shlex.join(args)
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    boot: int
+    verdict: str  # ok | invariant | splat | hang | crash
+    seconds: float
+    counters: dict
+    broken: list[str]
+    splats: list[dict] = field(default_factory=list)
+    decoded: str = ""
+
+    @property
+    def cycles_per_s(self) -> float:
+        return (self.counters.get("cycles", 0) / self.seconds) if self.seconds else 0.0
+
+
+def parse_spec(scenarios: list[str], seconds: float, workers: int, seed: int | None) -> RaceSpec:
+    unknown = [s for s in scenarios if s not in SCENARIOS + SELFTESTS]
+    if unknown:
+        raise ConfigError(f"unknown race scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    if seconds <= 0 or workers < 1 or workers > 64:
+        raise ConfigError("--seconds must be > 0 and --workers between 1 and 64")
+    return RaceSpec(tuple(scenarios or SCENARIOS), seconds, workers,
+                    seed if seed is not None else random.SystemRandom().randrange(1, 2**31))
+
+
+def compile_racer(kernel: KernelBuild, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = ["gcc", "-static", "-O2", "-Wall", "-pthread", "-I", str(kernel.headers), "-o", str(out), str(RACER_SOURCE)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BuildError(f"racer.c does not compile:\n{r.stderr[-2000:]}")
+    return out
+
+
+def decode_trace(kernel: KernelBuild, text: str) -> str:
+    """scripts/decode_stacktrace.sh of the kernel's own tree, against the build's vmlinux (file:line needs the
+    DWARF of the debug profile; without it the script still resolves symbols)."""
+    src = kernel.manifest["source"]
+    if src["kind"] == "tree":
+        tree = Path(src["path"])
+    else:  # packages and tarballs are extracted in the cache: <cache>/src/<id>, beside <cache>/build/
+        tree = Path(kernel.manifest["build_dir"]).parents[2] / "src" / src["id"]
+    script = tree / "scripts" / "decode_stacktrace.sh"
+    if not script.exists():
+        return ""
+    try:
+        r = subprocess.run(["bash", str(script), str(kernel.vmlinux), str(tree)], input=text, capture_output=True,
+                           text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return ""
+    return r.stdout
+
+
+class Race:
+    def __init__(self, cfg: RigConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, run_dir: Path,
+                 spec: RaceSpec, progress: Progress | None = None):
+        self.cfg, self.kernel, self.image, self.key = cfg, kernel, image, key
+        self.run_dir = run_dir
+        self.spec = spec
+        self.progress = progress or Progress("race")
+        self.vm: RunningVM | None = None
+        self.boots = 0
+        self.racer = compile_racer(kernel, run_dir / "racer")
+
+    def _boot(self) -> RunningVM:
+        self.boots += 1
+        vm = start_vm(self.cfg.machine, self.kernel, self.image, self.key, self.run_dir / f"boot-{self.boots}",
+                      boot=self.boots, progress=self.progress)
+        vm.put(self.racer, "/root/racer")
+        vm.run(f"chmod +x /root/racer; echo {self.spec.hung_task_timeout_s} > /proc/sys/kernel/hung_task_timeout_secs")
+        self.progress.note(f"VM {self.boots} up in {vm.ready_s:.1f}s; ssh: {vm.ssh_command()}")
+        self.vm = vm
+        return vm
+
+    def _stop_vm(self, keep_dmesg: bool = True) -> None:
+        vm, self.vm = self.vm, None
+        if vm is None:
+            return
+        if keep_dmesg and vm.alive():
+            try:
+                (vm.workdir / "dmesg.txt").write_text(vm.run("dmesg", timeout=20).stdout)
+            except GuestError:
+                pass
+        vm.stop()
+
+    def _task_dumps(self, vm: RunningVM) -> None:
+        """A guest that stopped answering: ask the kernel for blocked-task and all-task dumps via sysrq."""
+        for key in ("w", "t"):
+            try:
+                vm.qmp("send-key", keys=[{"type": "qcode", "data": k} for k in ("alt", "sysrq", key)])
+            except Exception:  # noqa: BLE001 - QMP may be gone with the guest
+                return
+            time.sleep(2)
+
+    def run_scenario(self, scenario: str) -> ScenarioResult:
+        vm = self.vm if self.vm and self.vm.alive() else self._boot()
+        assert vm.console
+        start_line = len(vm.console.text().splitlines())
+        seconds = self.spec.seconds
+        cmd = f"/root/racer {scenario} {seconds:g} {self.spec.workers} {self.spec.seed}"
+        box: dict = {}
+
+        def drive():
+            try:
+                box["result"] = vm.run(cmd, timeout=seconds + self.spec.hang_s + 60)
+            except GuestError as e:
+                box["error"] = str(e)
+
+        worker = threading.Thread(target=drive, daemon=True)
+        t0 = time.monotonic()
+        worker.start()
+        last_progress_t, last_progress = time.monotonic(), None
+        verdict, splats = "ok", []
+        while worker.is_alive():
+            worker.join(0.5)
+            lines = vm.console.text().splitlines()[start_line:]
+            found = consolemod.find_splats("\n".join(lines))
+            if found:
+                splats = found
+                verdict = "crash" if any(s.fatal for s in found) or not vm.alive() else "splat"
+                break
+            if not vm.alive():
+                verdict = "crash"
+                break
+            prog = next((m for m in map(_PROGRESS.search, reversed(lines)) if m), None)
+            if prog and prog.group(0) != last_progress:
+                last_progress, last_progress_t = prog.group(0), time.monotonic()
+                it, cyc, bus = int(prog.group(2)), int(prog.group(3)), int(prog.group(4))
+                el = max(time.monotonic() - t0, 0.001)
+                self.progress.update(f"{scenario}: {el:4.0f}s/{seconds:g}s  {it} iterations  {cyc} cycles "
+                                     f"({cyc / el:.2f}/s)  {bus} SIGBUS  0 splats")
+            if time.monotonic() - last_progress_t > self.spec.hang_s:
+                verdict = "hang"
+                self._task_dumps(vm)
+                break
+        elapsed = time.monotonic() - t0
+        counters: dict = {}
+        broken: list[str] = []
+        if verdict == "ok":
+            worker.join(seconds + self.spec.hang_s + 90)
+            res = box.get("result")
+            line = next((ln for ln in reversed(res.stdout.splitlines()) if ln.startswith("{")), None) if res else None
+            if line is None:
+                verdict, broken = "hang" if "error" in box else "invariant", [box.get("error") or "racer printed no result"]
+            else:
+                counters = json.loads(line)
+                broken = counters.pop("broken", [])
+                if "error" in counters:
+                    broken = [counters["error"]]
+                verdict = "invariant" if broken else "ok"
+                elapsed = counters.get("seconds", elapsed)
+        time.sleep(1.0 if verdict != "ok" else 0)  # let the rest of a report reach the console
+        if verdict in ("splat", "crash", "hang") and not splats:
+            splats = consolemod.find_splats("\n".join(vm.console.text().splitlines()[start_line:]))
+        decoded = ""
+        if splats:
+            decoded = decode_trace(self.kernel, "\n".join(s.text for s in splats))
+        result = ScenarioResult(scenario, self.boots, verdict, round(elapsed, 1), counters, broken,
+                                [s.as_dict() for s in splats], decoded)
+        if verdict != "ok":
+            self._stop_vm(keep_dmesg=verdict != "crash")
+        return result
+
+    def run(self) -> list[ScenarioResult]:
+        results = []
+        try:
+            for scenario in self.spec.scenarios:
+                r = self.run_scenario(scenario)
+                results.append(r)
+                self.progress.note(f"{scenario}: {r.verdict.upper()} after {r.seconds:g}s, "
+                                   f"{r.counters.get('iterations', 0)} iterations, {r.counters.get('cycles', 0)} "
+                                   f"unbind/rebind cycles ({r.cycles_per_s:.2f}/s)"
+                                   + "".join(f"\n    splat: {s['title']}" for s in r.splats)
+                                   + "".join(f"\n    broken: {b}" for b in r.broken))
+                if r.verdict != "ok":
+                    break  # first failure: stop and keep everything
+        finally:
+            self._stop_vm()
+        return results
+
+
+def write_race(run_dir: Path, spec: RaceSpec, results: list[ScenarioResult], kernel: KernelBuild, profile: str,
+               qemu_cmdlines: list[str]) -> dict:
+    failed = next((r for r in results if r.verdict != "ok"), None)
+    data = {
+        "seed": spec.seed,
+        "spec": asdict(spec),
+        "results": [dict(asdict(r), cycles_per_s=round(r.cycles_per_s, 3)) for r in results],
+        "failed": failed.scenario if failed else None,
+        "reproduce": spec.reproducer(profile, failed.scenario if failed else None),
+        "kernel": kernel.manifest,
+        "qemu_cmdlines": qemu_cmdlines,
+    }
+    (run_dir / "race.json").write_text(json.dumps(data, indent=2) + "\n")
+    if failed and failed.decoded:
+        (run_dir / "decoded-trace.txt").write_text(failed.decoded)
+    return data

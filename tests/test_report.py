@@ -1,0 +1,285 @@
+"""Reports, diffs and junit.xml, fed with real run directories (tests/data/runs/README.md says where each comes
+from) and a real console capture with a WARNING splat. Host-only; the Chromium test renders the page for real."""
+import argparse
+import json
+import shutil
+import struct
+import subprocess
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import xmlschema
+from junitparser import JUnitXml
+
+from rig import cli_report
+from rig.console import case_slices, find_splats, splats_in
+from rig.errors import RigError
+from rig.report import diff_html, diff_runs, diff_text, write_report
+from rig.results import to_junit, write_run
+from rig.runner import BootRecord, CaseResult
+
+from conftest import DATA
+
+RUNS = DATA / "runs"
+FAILED_RUN = RUNS / "20261125-033740-5750"  # 8 pass, 1 fail (mmap.mremap_dontunmap), 2 xfail: exit 1
+PASSED_RUN = RUNS / "20261125-033811-3f41"  # 13 pass (mmap.mremap_dontunmap fixed, odirect.*): exit 0
+REAL_RUNS = [FAILED_RUN, PASSED_RUN]
+SCHEMA = xmlschema.XMLSchema(DATA / "junit-10.xsd")
+
+
+def cases_of(run: Path) -> list[dict]:
+    return json.loads((run / "results.json").read_text())["cases"]
+
+
+def case(cid, verdict, reason="", dmesg="", mismatches=(), splats=()):
+    return CaseResult(id=cid, area=cid.split(".")[0], description=f"{cid} description", section="1.2",
+                      verdict=verdict, expected={"mremap": "OK"}, observed={"mremap": "EINVAL"},
+                      mismatches=list(mismatches), reason=reason, duration_s=0.25, boot=1, dmesg=dmesg,
+                      splats=list(splats))
+
+
+@pytest.fixture
+def warn_run(tmp_path) -> Path:
+    """A run directory written by rig.results.write_run from the real WARN capture: one case with the
+    WARNING in is_valid_gup_args (its dmesg holds `<TASK>` and `<0f>`), one passing case."""
+    text = (DATA / "consoles" / "warn-gup-longterm-p2pdma.log").read_text()
+    lines, slices, splats = text.splitlines(), case_slices(text), find_splats(text)
+    results = []
+    for cid, verdict in (("sysfs.published", "pass"), ("gup.longterm_benchmark_p2p", "fail")):
+        sl = slices[cid]
+        found = [s.as_dict() for s in splats_in(splats, sl)]
+        reason = "kernel splat: " + "; ".join(s["title"] for s in found) if found else ""
+        results.append(case(cid, verdict, reason, sl.text(lines), splats=found))
+    boot = BootRecord(1, "default", tmp_path / "boot-1", 5.2, "tcg", "qemu-system-x86_64 -machine q35 -accel tcg",
+                      splats=[s.as_dict() for s in splats], ended_by="end of run")
+    d = tmp_path / "warn-run"
+    d.mkdir()
+    write_run(d, results, [boot], {"kernel": {"profile": "default"}, "accel": "tcg"})
+    return d
+
+
+def real_copy(run: Path, tmp_path: Path) -> Path:
+    d = tmp_path / run.name
+    shutil.copytree(run, d)
+    return d
+
+
+# ---------------------------------------------------------------- junit.xml against the JUnit schema
+def test_fresh_junit_validates_against_the_junit_schema():
+    dmesg = "[ 4.79] <TASK>\n[ 4.79] Code: 0f 0b <0f> 0b & \x1b[0m\n[ 4.79] </TASK>"
+    results = [case("mmap.ok", "pass"),
+               case("mmap.bad", "fail", mismatches=["mremap: expected 'OK', observed 'EINVAL'"], dmesg=dmesg),
+               case("gup.lost", "error", reason="the guest stopped answering during the case (QEMU exited)"),
+               case("peer.none", "skip", reason="needs topology switch"),
+               case("leak.old", "xfail", reason="known issue p2pmem-not-zeroed: <stale> & bytes"),
+               case("leak.new", "xpass", reason="known issue p2pmem-not-zeroed did not show")]
+    xml = to_junit(results)
+    SCHEMA.validate(xml)
+    suite = JUnitXml.fromstring(xml)
+    suite = next(iter(suite)) if suite._tag == "testsuites" else suite
+    kinds = {tc.name: [type(r).__name__ for r in tc.result] for tc in suite}
+    assert kinds == {"mmap.ok": [], "mmap.bad": ["Failure"], "gup.lost": ["Error"], "peer.none": ["Skipped"],
+                     "leak.old": ["Skipped"], "leak.new": []}
+
+
+@pytest.mark.parametrize("run", REAL_RUNS, ids=lambda p: p.name)
+def test_real_junit_validates_and_matches_results_json(run):
+    SCHEMA.validate(str(run / "junit.xml"))
+    tcs = {tc.name: tc for s in JUnitXml.fromfile(str(run / "junit.xml")) for tc in s}
+    cases = cases_of(run)
+    assert list(tcs) == [c["id"] for c in cases]
+    failing = {c["id"] for c in cases if c["verdict"] in ("fail", "error")}
+    assert {n for n, tc in tcs.items() if not tc.is_passed and not tc.is_skipped} == failing
+
+
+# ---------------------------------------------------------------- report.html
+class Page(HTMLParser):
+    """Collects the case rows, the tags left open, and anything that would load from outside the file."""
+    VOID = {"meta", "br", "link", "img", "input", "hr"}
+
+    def __init__(self, text):
+        super().__init__()
+        self.rows, self.stack, self.external, self.text = [], [], [], []
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tr" and "data-case" in a:
+            self.rows.append((a["data-case"], a.get("class", "")))
+        if tag in ("script", "link", "img", "iframe") or any(k in ("src", "href") for k in a):
+            self.external.append((tag, a))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1:]}>"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.mark.parametrize("run", REAL_RUNS, ids=lambda p: p.name)
+def test_report_of_a_real_run(run, tmp_path):
+    d = real_copy(run, tmp_path)
+    out = write_report(d)
+    assert out == d / "report.html"
+    page = Page(out.read_text())
+    assert page.stack == [] and page.external == []
+    cases = cases_of(run)
+    assert [cid for cid, _ in page.rows] == [c["id"] for c in cases]
+    assert [cls for _, cls in page.rows] == [f"case v-{c['verdict']}" for c in cases]
+    text = "".join(page.text)
+    manifest = json.loads((run / "manifest.json").read_text())
+    for fact in (manifest["kernel"]["config_sha256"], manifest["kernel"]["source"]["version"], "guest kernel 6.12.117",
+                 manifest["host"]["qemu"], manifest["started"], "-device nvme,id=nvme0", "p2pdma-behaviour.md § 1.2"):
+        assert fact in text
+    for c in cases:
+        assert c["dmesg"].splitlines()[-1] in text
+
+
+def test_report_escapes_dmesg_and_shows_the_splat(warn_run):
+    html = write_report(warn_run).read_text()
+    page = Page(html)
+    assert page.stack == [] and [cid for cid, _ in page.rows] == ["sysfs.published", "gup.longterm_benchmark_p2p"]
+    assert "[    4.790342]  &lt;TASK&gt;" in html and "<TASK>" not in html
+    assert "&lt;0f&gt; 0b c3" in html
+    text = "".join(page.text)
+    assert "Kernel splats (1)" in text and "during gup.longterm_benchmark_p2p" in text
+    assert "WARNING in is_valid_gup_args" in text and "pin_user_pages+0x32/0x67" in text
+    assert "exit code 1" in text
+
+
+def test_not_a_run_directory(tmp_path):
+    with pytest.raises(RigError, match="no results.json"):
+        write_report(tmp_path)
+
+
+# ---------------------------------------------------------------- the page in a real browser
+CHROMIUM = shutil.which("chromium")
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / "chromium-profile"
+    return subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
+
+
+def png_pixels(path: Path, max_rows: int) -> tuple[int, int, set[bytes]]:
+    """Width, height and the distinct colors (RGB) of the first max_rows rows of an 8-bit RGB or RGBA PNG,
+    with the standard library only (zlib + struct, PNG filters undone)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, ihdr = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    width, height, depth, ctype, _, _, interlace = ihdr
+    assert depth == 8 and ctype in (2, 6) and interlace == 0, ihdr
+    bpp = 3 if ctype == 2 else 4
+    raw, stride = zlib.decompress(idat), width * bpp
+    rows, prev = [], bytes(stride)
+    for y in range(min(height, max_rows)):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 0xFF
+            elif f == 2:
+                line[i] = (line[i] + b) & 0xFF
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 0xFF
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+        rows.append(bytes(line))
+        prev = line
+    return width, height, {r[i:i + 3] for r in rows for i in range(0, stride, bpp)}
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (Debian package chromium; make test installs it)")
+def test_report_renders_in_headless_chromium(warn_run, tmp_path):
+    d = real_copy(FAILED_RUN, tmp_path)
+    for run in (d, warn_run):
+        page = write_report(run)
+        png = tmp_path / f"{run.name}.png"
+        r = chromium(tmp_path, f"--screenshot={png}", "--window-size=1280,2000", page.as_uri())
+        assert png.is_file() and png.stat().st_size > 10_000, r.stderr[-2000:]
+        width, height, colors = png_pixels(png, 400)
+        assert (width, height) == (1280, 2000)
+        assert len(colors) > 50, f"the screenshot looks blank: {len(colors)} colors in the top 400 rows"
+        dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        rendered = Page(dom.stdout).rows
+        assert [cid for cid, _ in rendered] == [c["id"] for c in cases_of(run)]
+
+
+# ---------------------------------------------------------------- diffs
+ONLY_A = ["mmap.mremap_shrink", "mmap.mremap_move", "mmap.madv_dontfork", "mmap.madv_wipeonfork", "mmap.madv_free",
+          "mmap.madv_remove", "mmap.map_populate", "mmap.map_locked", "fault.madv_populate_read",
+          "fault.madv_populate_write"]
+
+
+def test_diff_of_two_real_runs():
+    changes = diff_runs(FAILED_RUN, PASSED_RUN)
+    by_id = {c["id"]: (c["verdict_a"], c["verdict_b"]) for c in changes}
+    assert by_id["mmap.mremap_dontunmap"] == ("fail", "pass")
+    assert {i for i, (a, b) in by_id.items() if b == "-"} == set(ONLY_A)
+    assert {i for i, (a, b) in by_id.items() if a == "-"} == {c["id"] for c in cases_of(PASSED_RUN)} - {
+        "mmap.mremap_dontunmap"}
+    assert len(changes) == 1 + 10 + 12
+    assert [c["id"] for c in changes][:3] == ["mmap.mremap_shrink", "mmap.mremap_move", "mmap.mremap_dontunmap"]
+    assert diff_runs(FAILED_RUN, FAILED_RUN) == []
+
+
+def test_diff_text_and_html():
+    text = diff_text(FAILED_RUN, PASSED_RUN)
+    assert "mmap.mremap_dontunmap               fail   pass" in text
+    assert "odirect.xfs_file                    -      pass" in text and "23 case(s) changed verdict" in text
+    assert all(line == line.rstrip() for line in text.splitlines())
+    assert "no case changed verdict" in diff_text(PASSED_RUN, PASSED_RUN)
+    page = Page(diff_html(FAILED_RUN, PASSED_RUN))
+    assert page.stack == [] and page.external == [] and len(page.rows) == 23
+    assert [cid for cid, _ in page.rows] == [c["id"] for c in diff_runs(FAILED_RUN, PASSED_RUN)]
+    html = diff_html(FAILED_RUN, PASSED_RUN)
+    assert '<td class="verdict v-fail">fail</td><td class="verdict v-pass">pass</td>' in html
+
+
+def rig(*argv: str) -> int:
+    """What rig/cli.py does with these two commands: parse, call the handler, RigError -> message and exit 2."""
+    ap = argparse.ArgumentParser(prog="rig")
+    cli_report.add_parsers(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args(argv)
+    try:
+        return cli_report.HANDLERS[args.command](args)
+    except RigError as e:
+        print(f"rig: error: {e}")
+        return e.exit_code
+
+
+def test_cli_exit_codes_and_output(tmp_path, capsys):
+    assert rig("diff", str(PASSED_RUN), str(PASSED_RUN)) == 0
+    assert "no case changed verdict" in capsys.readouterr().out
+    html = tmp_path / "diff.html"
+    assert rig("diff", str(FAILED_RUN), str(PASSED_RUN), "--html", str(html)) == 1
+    out = capsys.readouterr().out
+    assert "mmap.mremap_dontunmap               fail   pass" in out and f"html: {html}" in out
+    assert len(Page(html.read_text()).rows) == 23
+    assert rig("diff", str(FAILED_RUN), str(tmp_path)) == 2
+    assert capsys.readouterr().out == f"rig: error: {tmp_path}: not a run directory (no results.json)\n"
+    d = real_copy(PASSED_RUN, tmp_path)
+    assert rig("report", str(d)) == 0
+    assert capsys.readouterr().out == f"{d / 'report.html'}\n" and (d / "report.html").is_file()
+    assert rig("report", str(tmp_path / "missing")) == 2
