@@ -57,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("kernel", help="build the kernel only and print the bzImage path")
     _common(k)
     k.add_argument("--print-path", action="store_true", help="print only the bzImage path (for scripts)")
+    k.add_argument("--print-key", action="store_true",
+                   help="print the build's cache key without building (CI cache keys)")
     k.add_argument("--menuconfig", action="store_true",
                    help="open the tree's menuconfig on the rig's build directory (needs libncurses-dev)")
 
@@ -99,6 +101,13 @@ def parser() -> argparse.ArgumentParser:
     race.add_argument("--out", metavar="DIR", help="race directory (default: out/race-<id>)")
 
     cli_report.add_parsers(sub)
+
+    mx = sub.add_parser("matrix", help="run every cell of a YAML matrix (kernels x profiles x patch sets) in "
+                        "parallel VMs; one run directory per cell and a summary")
+    mx.add_argument("matrix_file", metavar="MATRIX.yaml")
+    mx.add_argument("--config", metavar="FILE", help="rig YAML every cell uses (default: rig.yaml)")
+    mx.add_argument("--parallel", type=int, help="cells at once (default: the matrix's `parallel`, else cores/2)")
+    mx.add_argument("--out", metavar="DIR", help="matrix directory (default: out/matrix-<id>)")
 
     ls = sub.add_parser("list", help="list the probe cases with their expectations")
     ls.add_argument("-k", action="append", default=[], metavar="PATTERN", dest="select")
@@ -173,6 +182,11 @@ def _host_facts() -> dict:
 def cmd_kernel(args: argparse.Namespace) -> int:
     cfg = _config(args)
     spec = kernel_spec(cfg)
+    if args.print_key:
+        from rig.kernel import build_key
+
+        print(build_key(spec))
+        return 0
     build = build_kernel(spec, Progress("kernel"))
     if args.menuconfig:
         from rig.kernel import menuconfig
@@ -388,7 +402,22 @@ def cmd_race(args: argparse.Namespace) -> int:
     return EXIT_GUEST_CRASH if failed.verdict == "crash" else EXIT_CASE_FAILED
 
 
-HANDLERS = {"race": cmd_race, "series": cmd_series, "run": cmd_run, "kernel": cmd_kernel, "image": cmd_image, "boot": cmd_boot, "ssh": cmd_ssh,
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from rig.matrix import load_matrix, matrix_table, run_matrix
+
+    cfg = load_config(args.config)
+    matrix = load_matrix(Path(args.matrix_file))
+    out = _new_run_dir(cfg, args.out, prefix="matrix-")
+    _link_latest(out, "latest-matrix")
+    print(f"rig matrix: {len(matrix.cells)} cell(s), {args.parallel or matrix.parallel} at a time, in {out}",
+          flush=True)
+    data = run_matrix(matrix, out, args.config, args.parallel)
+    print(matrix_table(data))
+    print(f"\nmatrix results: {out / 'matrix.json'}  (exit {data['exit_code']})")
+    return data["exit_code"]
+
+
+HANDLERS = {"matrix": cmd_matrix, "race": cmd_race, "series": cmd_series, "run": cmd_run, "kernel": cmd_kernel, "image": cmd_image, "boot": cmd_boot, "ssh": cmd_ssh,
             "list": cmd_list, **cli_report.HANDLERS}
 
 

@@ -99,3 +99,22 @@ def test_cli_bad_config_exits_2(tmp_path, text, needle):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and len(r.stderr.splitlines()) <= 3
+
+
+def test_matrix_file(tmp_path):
+    from rig.matrix import load_matrix, worst_exit
+
+    m = tmp_path / "m.yaml"
+    m.write_text("profiles: [default, debug]\npatch_sets: [[], [p.patch]]\nselect: [mmap]\nparallel: 3\n")
+    mx = load_matrix(m)
+    assert [c.name for c in mx.cells] == ["debian-6.12-default-nopatch", "debian-6.12-default-patches1",
+                                          "debian-6.12-debug-nopatch", "debian-6.12-debug-patches1"]
+    assert mx.cells[1].patches == (str(tmp_path / "p.patch"),) and mx.parallel == 3 and mx.select == ("mmap",)
+    m.write_text("profile: [default]\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_matrix(m)
+    assert worst_exit([0, 1, 3]) == 3 and worst_exit([0, 0]) == 0 and worst_exit([1, 2]) == 2
+    from rig.matrix import load_matrix as lm
+    from conftest import ROOT
+
+    assert len(lm(ROOT / "matrices" / "nightly.yaml").cells) == 4
