@@ -3,7 +3,6 @@ selected with -k). They report what a correct kernel would let them observe; the
 the crash, the hang or the WARN is detected, titled and survived."""
 import ctypes
 import fcntl
-import glob
 import mmap
 import os
 import struct

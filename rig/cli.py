@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rig import __version__, cli_report
 from rig.config import RigConfig, load_config
-from rig.errors import EXIT_HARNESS, RigError
+from rig.errors import RigError
 from rig.expectations import load_expectations
 from rig.image import build_image, ensure_ssh_key, image_spec
 from rig.kernel import build_kernel, kernel_spec

@@ -137,7 +137,7 @@ def ensure_ssh_key(cache_root: Path) -> SshKey:
     if not (priv.exists() and pub.exists()):
         d.mkdir(parents=True, exist_ok=True)
         key = Ed25519PrivateKey.generate()
-        tmp_priv, tmp_pub = d / f".id.tmp", d / f".id.pub.tmp"
+        tmp_priv, tmp_pub = d / ".id.tmp", d / ".id.pub.tmp"
         tmp_priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                                serialization.NoEncryption()))
         tmp_priv.chmod(0o600)

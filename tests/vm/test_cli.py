@@ -34,13 +34,13 @@ def cache_entries():
 
 
 def test_kernel_print_path_is_cached():
-    t0 = time.monotonic()
-    r = rig("kernel", "--print-path")
-    assert r.returncode == 0, r.stderr
-    path = r.stdout.strip().splitlines()[-1]
+    first = rig("kernel", "--print-path")  # builds on a cold cache
+    assert first.returncode == 0, first.stderr
+    path = first.stdout.strip().splitlines()[-1]
     assert path.endswith("/bzImage") and os.path.getsize(path) > 1_000_000
-    assert "building" not in r.stderr  # second build of the same key: nothing to do
-    assert time.monotonic() - t0 < 120
+    second = rig("kernel", "--print-path")
+    assert second.returncode == 0 and second.stdout.strip() == path
+    assert "building" not in second.stderr  # second build of the same key: nothing to do
 
 
 def test_run_selected_cases_writes_the_run_directory(tmp_path):
@@ -153,13 +153,12 @@ def test_a_hanging_case_is_killed_by_its_watchdog(tmp_path):
     cfg = tmp_path / "rig.yaml"
     cfg.write_text("probes:\n  case_timeout_s: 5\n")
     out = tmp_path / "run"
-    t0 = time.monotonic()
     r = rig("run", "--config", str(cfg), "-k", "selftest.hang", "-k", "sysfs.published", "--out", str(out))
     assert r.returncode == 1, r.stdout + r.stderr
     _data, cases = _results(out)
     assert cases["selftest.hang"]["verdict"] == "error" and "watchdog" in cases["selftest.hang"]["reason"]
     assert cases["sysfs.published"]["verdict"] == "pass"
-    assert time.monotonic() - t0 < 120
+    assert cases["sysfs.published"]["boot"] == cases["selftest.hang"]["boot"]  # the guest itself was fine
 
 
 def test_default_selection_leaves_out_the_self_tests():
