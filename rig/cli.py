@@ -92,8 +92,10 @@ def parser() -> argparse.ArgumentParser:
     race.add_argument("--scenario", action="append", default=[], metavar="NAME",
                       help="scenario to run (repeatable; default: all): " + ", ".join(
                           ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect",
-                           "odirect-unbind")))
+                           "odirect-unbind", "gup-unbind")))
     race.add_argument("--seconds", type=float, default=60.0, help="duration of each scenario (default 60)")
+    race.add_argument("--cycles", type=int, default=0,
+                      help="stop each scenario after this many unbind/rebind cycles (default: run for --seconds)")
     race.add_argument("--workers", type=int, default=4, help="worker threads in the guest (default 4)")
     race.add_argument("--seed", type=int, help="seed of every random choice (default: a new one, printed)")
     race.add_argument("--hang-s", type=float, default=60.0,
@@ -375,7 +377,7 @@ def cmd_race(args: argparse.Namespace) -> int:
     if not args.profile:
         args.profile = "debug"  # races are hunted with KASAN, lockdep and friends unless told otherwise
     cfg = _config(args)
-    spec = parse_spec(args.scenario, args.seconds, args.workers, args.seed)
+    spec = parse_spec(args.scenario, args.seconds, args.workers, args.seed, args.cycles, args.hang_s)
     print(f"rig race: seed {spec.seed}; scenarios {', '.join(spec.scenarios)}; {spec.seconds:g}s each, "
           f"{spec.workers} workers, kernel profile {cfg.kernel.profile}", flush=True)
     kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))

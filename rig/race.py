@@ -28,9 +28,10 @@ from rig.progress import Progress
 from rig.vm import RunningVM, start_vm
 
 RACER_SOURCE = REPO_ROOT / "guest-tests" / "race" / "racer.c"
-SCENARIOS = ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect", "odirect-unbind")
+SCENARIOS = ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect", "odirect-unbind",
+             "gup-unbind")
 # break the kernel on purpose to prove the detectors (run only when named)
-SELFTESTS = ("selftest-warn", "selftest-panic")
+SELFTESTS = ("selftest-warn", "selftest-panic", "selftest-hang")
 _PROGRESS = re.compile(r"p2pdma-race: progress t=(\d+) iterations=(\d+) cycles=(\d+) sigbus=(\d+)")
 
 
@@ -42,11 +43,16 @@ class RaceSpec:
     seed: int
     hang_s: float = 60.0
     hung_task_timeout_s: int = 30
+    cycles: int = 0  # > 0: stop a scenario after this many unbind/rebind cycles (or when its time is up)
 
     def reproducer(self, profile: str, scenario: str | None = None) -> str:
         scen = [scenario] if scenario else list(self.scenarios)
         args = ["rig", "race", "--seed", str(self.seed), "--seconds", f"{self.seconds:g}", "--workers",
                 str(self.workers), "--profile", profile] + [a for s in scen for a in ("--scenario", s)]
+        if self.cycles:
+            args += ["--cycles", str(self.cycles)]
+        if self.hang_s != 60.0:
+            args += ["--hang-s", f"{self.hang_s:g}"]
         return shlex.join(args)
 
 
@@ -66,14 +72,15 @@ class ScenarioResult:
         return (self.counters.get("cycles", 0) / self.seconds) if self.seconds else 0.0
 
 
-def parse_spec(scenarios: list[str], seconds: float, workers: int, seed: int | None) -> RaceSpec:
+def parse_spec(scenarios: list[str], seconds: float, workers: int, seed: int | None, cycles: int = 0,
+               hang_s: float = 60.0) -> RaceSpec:
     unknown = [s for s in scenarios if s not in SCENARIOS + SELFTESTS]
     if unknown:
         raise ConfigError(f"unknown race scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     if seconds <= 0 or workers < 1 or workers > 64:
         raise ConfigError("--seconds must be > 0 and --workers between 1 and 64")
     return RaceSpec(tuple(scenarios or SCENARIOS), seconds, workers,
-                    seed if seed is not None else random.SystemRandom().randrange(1, 2**31))
+                    seed if seed is not None else random.SystemRandom().randrange(1, 2**31), hang_s, 30, cycles)
 
 
 def compile_racer(kernel: KernelBuild, out: Path) -> Path:
@@ -150,7 +157,7 @@ class Race:
         assert vm.console
         start_line = len(vm.console.text().splitlines())
         seconds = self.spec.seconds
-        cmd = f"/root/racer {scenario} {seconds:g} {self.spec.workers} {self.spec.seed}"
+        cmd = f"/root/racer {scenario} {seconds:g} {self.spec.workers} {self.spec.seed} {self.spec.cycles}"
         box: dict = {}
 
         def drive():
@@ -163,7 +170,7 @@ class Race:
         t0 = time.monotonic()
         worker.start()
         last_progress_t, last_progress = time.monotonic(), None
-        verdict, splats = "ok", []
+        verdict, splats, hang_note = "ok", [], ""
         while worker.is_alive():
             worker.join(0.5)
             lines = vm.console.text().splitlines()[start_line:]
@@ -184,11 +191,16 @@ class Race:
                                      f"({cyc / el:.2f}/s)  {bus} SIGBUS  0 splats")
             if time.monotonic() - last_progress_t > self.spec.hang_s:
                 verdict = "hang"
+                try:
+                    vm.run("true", timeout=10)
+                    hang_note = f"no progress for {self.spec.hang_s:g}s (the guest still answers SSH)"
+                except GuestError:
+                    hang_note = f"no progress and no SSH for {self.spec.hang_s:g}s"
                 self._task_dumps(vm)
                 break
         elapsed = time.monotonic() - t0
         counters: dict = {}
-        broken: list[str] = []
+        broken: list[str] = [hang_note] if hang_note else []
         if verdict == "ok":
             worker.join(seconds + self.spec.hang_s + 90)
             res = box.get("result")

@@ -32,7 +32,8 @@
 
 static char dev[256], bdf[32], allocate[300], available_path[300], nvme_ns[64];
 static long long baseline;
-static atomic_int stop;
+static atomic_int stop, silent;
+static long max_cycles; /* 0 = run for the time given */
 static atomic_long iterations, cycles, sigbus, enomem, enodev, spurious_einval, unexpected;
 static char broken[4096];
 static pthread_mutex_t broken_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -170,7 +171,8 @@ static void *controller(void *arg)
 		long long avail = read_ll(available_path);
 		if (quiet_pool && avail != baseline)
 			invariant("available %lld after rebind, baseline %lld", avail, baseline);
-		atomic_fetch_add(&cycles, 1);
+		if (atomic_fetch_add(&cycles, 1) + 1 >= max_cycles && max_cycles)
+			atomic_store(&stop, 1);
 	}
 	return NULL;
 }
@@ -346,6 +348,43 @@ static void *pattern_checker(void *arg)
 	return NULL;
 }
 
+/* gup_test pins of p2pmem (PIN_BASIC_TEST with FOLL_PCI_P2PDMA) against unbind: a pin holds the page, so
+ * unbind must wait for the unpin, never free a pinned page */
+static void *pinner(void *arg)
+{
+	uint64_t seed = (uint64_t)(uintptr_t)arg;
+	int g = open("/sys/kernel/debug/gup_test", O_RDWR);
+	if (g < 0) {
+		invariant("no /sys/kernel/debug/gup_test (CONFIG_GUP_TEST)");
+		return NULL;
+	}
+	while (!atomic_load(&stop)) {
+		int fd = open(allocate, O_RDWR);
+		if (fd < 0) {
+			usleep(1000);
+			continue;
+		}
+		size_t pages = 1 + next_rand(&seed) % 16;
+		char *p = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		close(fd);
+		if (p == MAP_FAILED) {
+			count_mmap_error(errno);
+			continue;
+		}
+		/* struct gup_test (mm/gup_test.h): addr @16, size @24, nr_pages_per_call @32, gup_flags @36 */
+		uint64_t gt[10] = {0};
+		gt[2] = (uintptr_t)p;
+		gt[3] = pages * PAGE;
+		gt[4] = 1 | ((uint64_t)(0x400 | 0x1) << 32); /* FOLL_PCI_P2PDMA | FOLL_WRITE */
+		if (ioctl(g, 0xc0506705, gt) < 0 && errno != EFAULT) /* PIN_BASIC_TEST: pins, then unpins */
+			invariant("PIN_BASIC_TEST failed with %s", strerror(errno));
+		munmap(p, pages * PAGE);
+		atomic_fetch_add(&iterations, 1);
+	}
+	close(g);
+	return NULL;
+}
+
 /* rig self-tests of the race detectors: break the kernel on purpose, a little after the start */
 static void *warn_once(void *arg)
 {
@@ -363,6 +402,16 @@ static void *warn_once(void *arg)
 	gt[3] = 16 * PAGE;
 	gt[4] = 1 | ((uint64_t)0x400 << 32); /* FOLL_PCI_P2PDMA with PIN_LONGTERM: WARN in is_valid_gup_args */
 	if (ioctl(g, 0xc0506703, gt) < 0) { /* PIN_LONGTERM_BENCHMARK */ }
+	while (!atomic_load(&stop))
+		usleep(100000);
+	return NULL;
+}
+
+static void *go_silent(void *arg)
+{
+	(void)arg;
+	sleep(2);
+	atomic_store(&silent, 1); /* no more progress lines: to the host, a hung guest */
 	while (!atomic_load(&stop))
 		usleep(100000);
 	return NULL;
@@ -391,8 +440,10 @@ static const struct scenario scenarios[] = {
 	{"mmap-munmap", churner, 0, NULL},
 	{"munmap-odirect", dio_reader, 0, pattern_checker},
 	{"odirect-unbind", dio_reader, 1, pattern_checker},
+	{"gup-unbind", pinner, 1, NULL},
 	{"selftest-warn", mapper, 0, NULL},
 	{"selftest-panic", mapper, 0, NULL},
+	{"selftest-hang", mapper, 0, NULL},
 };
 
 int main(int argc, char **argv)
@@ -402,8 +453,8 @@ int main(int argc, char **argv)
 			printf("%s\n", scenarios[i].name);
 		return 0;
 	}
-	if (argc != 5) {
-		fprintf(stderr, "usage: %s SCENARIO SECONDS WORKERS SEED | --list\n", argv[0]);
+	if (argc != 5 && argc != 6) {
+		fprintf(stderr, "usage: %s SCENARIO SECONDS WORKERS SEED [MAX_CYCLES] | --list\n", argv[0]);
 		return 2;
 	}
 	const struct scenario *sc = NULL;
@@ -417,6 +468,7 @@ int main(int argc, char **argv)
 	double seconds = atof(argv[2]);
 	int workers = atoi(argv[3]);
 	uint64_t seed = strtoull(argv[4], NULL, 0) | 1;
+	max_cycles = argc == 6 ? atol(argv[5]) : 0;
 
 	glob_t g;
 	if (glob("/sys/bus/pci/devices/*/p2pmem", 0, NULL, &g) || !g.gl_pathc) {
@@ -474,10 +526,12 @@ int main(int argc, char **argv)
 		pthread_create(&th[n++], NULL, warn_once, NULL);
 	if (!strcmp(sc->name, "selftest-panic"))
 		pthread_create(&th[n++], NULL, panic_once, NULL);
+	if (!strcmp(sc->name, "selftest-hang"))
+		pthread_create(&th[n++], NULL, go_silent, NULL);
 	double t0 = now_s(), last = t0;
 	while (!atomic_load(&stop) && now_s() - t0 < seconds) {
 		usleep(100000);
-		if (now_s() - last >= 1.0) {
+		if (now_s() - last >= 1.0 && !atomic_load(&silent)) {
 			last = now_s();
 			kmsg("p2pdma-race: progress t=%.0f iterations=%ld cycles=%ld sigbus=%ld\n", last - t0,
 			     atomic_load(&iterations), atomic_load(&cycles), atomic_load(&sigbus));

@@ -70,3 +70,13 @@ def test_hung_task_is_detected_and_titled(tmp_path):
 def test_unknown_scenario_is_exit_2():
     r = rig("race", "--profile", "default", "--scenario", "no-such")
     assert r.returncode == 2 and "unknown race scenario" in r.stderr
+
+
+def test_a_silent_guest_is_a_hang_with_task_dumps(tmp_path):
+    r, data, out = race(tmp_path, "--seconds", "60", "--hang-s", "8", "--scenario", "selftest-hang")
+    assert r.returncode == 1, r.stdout + r.stderr
+    result = data["results"][0]
+    assert result["verdict"] == "hang" and "no progress" in result["broken"][0]
+    console = (out / "boot-1" / "console.log").read_text()
+    assert "sysrq: Show Blocked State" in console and "sysrq: Show State" in console  # QMP send-key reached it
+    assert "--hang-s 8" in data["reproduce"]
