@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     race.add_argument("--scenario", action="append", default=[], metavar="NAME",
                       help="scenario to run (repeatable; default: all): " + ", ".join(
                           ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect",
-                           "odirect-unbind", "gup-unbind")))
+                           "odirect-unbind", "gup-unbind", "inflight-peer", "surprise-removal")))
     race.add_argument("--seconds", type=float, default=60.0, help="duration of each scenario (default 60)")
     race.add_argument("--cycles", type=int, default=0,
                       help="stop each scenario after this many unbind/rebind cycles (default: run for --seconds)")

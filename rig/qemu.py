@@ -121,12 +121,15 @@ def nvme_topology_args(nvme: list[NvmeDrive]) -> list[str]:
     from 00:10.0, the switch's root port at 00:18.0 (upstream x3130, one xio3130 downstream port per drive)."""
     argv: list[str] = []
     switch_ports = 0
+    nvme_list = list(nvme)
     for i, drive in enumerate(nvme):
         if drive.latency_ns:
             argv += ["-blockdev", f"driver=null-co,node-name=nvm{i},size={drive.size_mb * 1024 * 1024},"
                                   f"latency-ns={drive.latency_ns},read-zeroes=on"]
         else:
-            argv += ["-drive", f"file={drive.backing},if=none,id=nvm{i},format=raw,cache=unsafe"]
+            # -blockdev, not -drive: a hot-unplugged controller must leave its backend for device_add
+            argv += ["-blockdev", f"driver=file,node-name=nvm{i}-file,filename={drive.backing},cache.no-flush=on",
+                     "-blockdev", f"driver=raw,node-name=nvm{i},file=nvm{i}-file"]
         if drive.attach == "root":
             where = f"bus=pcie.0,addr={0x4 + i:#x}"
         elif drive.attach == "root-port":
@@ -140,6 +143,25 @@ def nvme_topology_args(nvme: list[NvmeDrive]) -> list[str]:
                                 f"slot={switch_ports}"]
             where = f"bus=swdn{switch_ports}"
             switch_ports += 1
-        cmb = f",cmb_size_mb={drive.cmb_size_mb}" if drive.cmb_size_mb else ""
-        argv += ["-device", f"nvme,id=nvme{i},serial=p2pdmarig{i:04d},drive=nvm{i}{cmb},{where}"]
+        assert where == hotplug_slot(nvme_list, i)
+        argv += ["-device", ",".join(f"{k}={v}" for k, v in nvme_device(i, drive, where).items())]
     return argv
+
+
+def nvme_device(i: int, drive: NvmeDrive, where: str) -> dict:
+    """The properties of NVMe controller i, as -device takes them and as QMP device_add re-creates it."""
+    props = {"driver": "nvme", "id": f"nvme{i}", "serial": f"p2pdmarig{i:04d}", "drive": f"nvm{i}"}
+    if drive.cmb_size_mb:
+        props["cmb_size_mb"] = str(drive.cmb_size_mb)
+    props.update(kv.split("=", 1) for kv in where.split(","))
+    return props
+
+
+def hotplug_slot(nvme: list[NvmeDrive], i: int) -> str:
+    """The bus= (and addr=) of controller i, for device_add after device_del."""
+    drive = nvme[i]
+    if drive.attach == "root-port":
+        return f"bus=rp{i}"
+    if drive.attach == "switch":
+        return f"bus=swdn{sum(1 for d in nvme[:i] if d.attach == 'switch')}"
+    return f"bus=pcie.0,addr={0x4 + i:#x}"

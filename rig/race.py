@@ -29,7 +29,9 @@ from rig.vm import RunningVM, start_vm
 
 RACER_SOURCE = REPO_ROOT / "guest-tests" / "race" / "racer.c"
 SCENARIOS = ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect", "odirect-unbind",
-             "gup-unbind")
+             "gup-unbind", "inflight-peer", "surprise-removal")
+# scenarios that need another machine (rig.yaml `topologies`); the rest run on the default one
+SCENARIO_TOPOLOGY = {"inflight-peer": "switch-slow", "surprise-removal": "hotplug"}
 # break the kernel on purpose to prove the detectors (run only when named)
 SELFTESTS = ("selftest-warn", "selftest-panic", "selftest-hang")
 _PROGRESS = re.compile(r"p2pdma-race: progress t=(\d+) iterations=(\d+) cycles=(\d+) sigbus=(\d+)")
@@ -120,11 +122,15 @@ class Race:
         self.progress = progress or Progress("race")
         self.vm: RunningVM | None = None
         self.boots = 0
+        self.topology = ""
+        self.machine = cfg.machine
         self.racer = compile_racer(kernel, run_dir / "racer")
 
-    def _boot(self) -> RunningVM:
+    def _boot(self, topology: str) -> RunningVM:
         self.boots += 1
-        vm = start_vm(self.cfg.machine, self.kernel, self.image, self.key, self.run_dir / f"boot-{self.boots}",
+        self.machine = self.cfg.machine_for(topology)
+        self.topology = topology
+        vm = start_vm(self.machine, self.kernel, self.image, self.key, self.run_dir / f"boot-{self.boots}",
                       boot=self.boots, progress=self.progress)
         vm.put(self.racer, "/root/racer")
         vm.run(f"chmod +x /root/racer; echo {self.spec.hung_task_timeout_s} > /proc/sys/kernel/hung_task_timeout_secs")
@@ -152,8 +158,34 @@ class Race:
                 return
             time.sleep(2)
 
+    def _surprise_removals(self, vm: RunningVM, until: float, done: threading.Event, counter: list) -> None:
+        """Host side of `surprise-removal`: QMP device_del of the provider, then device_add of the same
+        controller on the same slot, again and again; the device is back before the workers finish."""
+        from rig.qemu import NvmeDrive, hotplug_slot, nvme_device
+
+        drives = [NvmeDrive(Path("-"), n.cmb_size_mb, n.attach, n.latency_ns, n.namespace_mb) for n in self.machine.nvme]
+        props = nvme_device(0, drives[0], hotplug_slot(drives, 0))
+        rng = random.Random(self.spec.seed)
+        # not before the racer has read its baseline: a removal frees the driver's queues in the pool
+        assert vm.console
+        vm.console.wait_for("p2pdma-race: start scenario=surprise-removal", 30)
+        done.wait(2)
+        while not done.is_set() and time.monotonic() < until - 12:
+            try:
+                vm.qmp("device_del", id="nvme0")
+                done.wait(4 + rng.random() * 2)  # the guest's hotplug driver takes a few seconds
+                vm.qmp("device_add", **props)
+                counter[0] += 1
+                done.wait(3 + rng.random() * 2)
+            except Exception as e:  # noqa: BLE001 - a QMP error ends the cycling; the guest side reports
+                counter.append(str(e))
+                return
+
     def run_scenario(self, scenario: str) -> ScenarioResult:
-        vm = self.vm if self.vm and self.vm.alive() else self._boot()
+        topology = SCENARIO_TOPOLOGY.get(scenario, "default")
+        if self.vm and self.topology != topology:
+            self._stop_vm()
+        vm = self.vm if self.vm and self.vm.alive() else self._boot(topology)
         assert vm.console
         start_line = len(vm.console.text().splitlines())
         seconds = self.spec.seconds
@@ -169,6 +201,10 @@ class Race:
         worker = threading.Thread(target=drive, daemon=True)
         t0 = time.monotonic()
         worker.start()
+        host_done, removals = threading.Event(), [0]
+        if scenario == "surprise-removal":
+            threading.Thread(target=self._surprise_removals, args=(vm, t0 + seconds, host_done, removals),
+                             daemon=True).start()
         last_progress_t, last_progress = time.monotonic(), None
         verdict, splats, hang_note = "ok", [], ""
         while worker.is_alive():
@@ -198,6 +234,7 @@ class Race:
                     hang_note = f"no progress and no SSH for {self.spec.hang_s:g}s"
                 self._task_dumps(vm)
                 break
+        host_done.set()
         elapsed = time.monotonic() - t0
         counters: dict = {}
         broken: list[str] = [hang_note] if hang_note else []
@@ -212,6 +249,9 @@ class Race:
                 broken = counters.pop("broken", [])
                 if "error" in counters:
                     broken = [counters["error"]]
+                if scenario == "surprise-removal":
+                    counters["cycles"] = removals[0]  # removals + re-adds done by the host
+                    broken += [f"QMP: {e}" for e in removals[1:]]
                 verdict = "invariant" if broken else "ok"
                 elapsed = counters.get("seconds", elapsed)
         time.sleep(1.0 if verdict != "ok" else 0)  # let the rest of a report reach the console

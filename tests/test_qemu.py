@@ -52,7 +52,7 @@ def test_command_line_has_the_parts():
     assert "hostfwd=tcp:127.0.0.1:40022-:22" in joined
     assert "virtio-blk-pci,drive=root" in joined
     assert "unix:/tmp/s/qmp.sock,server=on,wait=off" in joined
-    nvme = [a for a in argv if a.startswith("nvme,")]
+    nvme = [a for a in argv if a.startswith("driver=nvme,")]
     assert len(nvme) == 2 and "cmb_size_mb=64" in nvme[0] and "cmb_size_mb=8" in nvme[1]
     assert "format=qcow2" in joined  # every boot writes to an overlay, never the cached image
 
@@ -78,8 +78,9 @@ def test_switch_and_root_port_topology():
     ])
     joined = " ".join(argv)
     assert joined.count("x3130-upstream") == 1 and joined.count("xio3130-downstream") == 2
-    assert "nvme,id=nvme0,serial=p2pdmarig0000,drive=nvm0,cmb_size_mb=64,bus=swdn0" in argv
-    assert "nvme,id=nvme1,serial=p2pdmarig0001,drive=nvm1,bus=swdn1" in argv  # no CMB on the peer
+    assert "driver=nvme,id=nvme0,serial=p2pdmarig0000,drive=nvm0,cmb_size_mb=64,bus=swdn0" in argv
+    assert "driver=nvme,id=nvme1,serial=p2pdmarig0001,drive=nvm1,bus=swdn1" in argv  # no CMB on the peer
+    assert "driver=raw,node-name=nvm0,file=nvm0-file" in argv  # -blockdev: survives device_del
     assert "driver=null-co,node-name=nvm1,size=268435456,latency-ns=2000000000,read-zeroes=on" in argv
     assert "pcie-root-port,id=rp2,bus=pcie.0,addr=0x12,chassis=3,slot=3" in argv
-    assert "nvme,id=nvme2,serial=p2pdmarig0002,drive=nvm2,cmb_size_mb=8,bus=rp2" in argv
+    assert "driver=nvme,id=nvme2,serial=p2pdmarig0002,drive=nvm2,cmb_size_mb=8,bus=rp2" in argv

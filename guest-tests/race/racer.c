@@ -318,6 +318,41 @@ static void *dio_reader(void *arg)
 	return NULL;
 }
 
+/* O_DIRECT reads from ANOTHER NVMe (slow null-co backend) into the provider's p2pmem while the controller
+ * unbinds the provider: unbind must wait for the in-flight I/O (section 8.2) */
+static char peer_ns[64];
+
+static void *peer_reader(void *arg)
+{
+	uint64_t seed = (uint64_t)(uintptr_t)arg;
+	int ns = open(peer_ns, O_RDONLY | O_DIRECT);
+	if (ns < 0) {
+		invariant("no peer NVMe namespace (%s): this scenario needs the switch-slow topology", peer_ns);
+		return NULL;
+	}
+	while (!atomic_load(&stop)) {
+		int fd = open(allocate, O_RDWR);
+		if (fd < 0) {
+			usleep(20000);
+			continue;
+		}
+		struct dio d = {.ns = ns, .len = (1 + next_rand(&seed) % 2) * PAGE};
+		d.buf = mmap(NULL, d.len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		close(fd);
+		if (d.buf == MAP_FAILED) {
+			count_mmap_error(errno);
+			continue;
+		}
+		dio_read_once(&d);
+		if (d.ret < 0 && d.err != EFAULT && d.err != EIO && d.err != ENODEV && d.err != ENXIO)
+			invariant("peer O_DIRECT into p2pmem failed with %s", strerror(d.err));
+		munmap(d.buf, d.len);
+		atomic_fetch_add(&iterations, 1);
+	}
+	close(ns);
+	return NULL;
+}
+
 static void *pattern_checker(void *arg)
 {
 	uint64_t seed = (uint64_t)(uintptr_t)arg;
@@ -441,6 +476,8 @@ static const struct scenario scenarios[] = {
 	{"munmap-odirect", dio_reader, 0, pattern_checker},
 	{"odirect-unbind", dio_reader, 1, pattern_checker},
 	{"gup-unbind", pinner, 1, NULL},
+	{"inflight-peer", peer_reader, 1, NULL},
+	{"surprise-removal", mapper, 0, NULL},
 	{"selftest-warn", mapper, 0, NULL},
 	{"selftest-panic", mapper, 0, NULL},
 	{"selftest-hang", mapper, 0, NULL},
@@ -485,6 +522,14 @@ int main(int argc, char **argv)
 	if (!glob(pattern, 0, NULL, &g) && g.gl_pathc)
 		snprintf(nvme_ns, sizeof(nvme_ns), "/dev/%s", strrchr(g.gl_pathv[0], '/') + 1);
 	baseline = read_ll(available_path);
+	if (!glob("/sys/bus/pci/devices/*/nvme/nvme*/nvme*n1", 0, NULL, &g)) {
+		for (size_t i = 0; i < g.gl_pathc; i++)
+			if (!strstr(g.gl_pathv[i], bdf))
+				snprintf(peer_ns, sizeof(peer_ns), "/dev/%s", strrchr(g.gl_pathv[i], '/') + 1);
+		globfree(&g);
+	}
+	if (!strcmp(sc->name, "inflight-peer"))
+		unbind_bound_s = 60.0; /* unbind legitimately waits for the slow peer's I/O */
 
 	struct sigaction sa = {0};
 	sa.sa_handler = on_fault;

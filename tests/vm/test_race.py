@@ -80,3 +80,11 @@ def test_a_silent_guest_is_a_hang_with_task_dumps(tmp_path):
     console = (out / "boot-1" / "console.log").read_text()
     assert "sysrq: Show Blocked State" in console and "sysrq: Show State" in console  # QMP send-key reached it
     assert "--hang-s 8" in data["reproduce"]
+
+
+def test_surprise_removal_through_qmp_while_workers_map(tmp_path):
+    r, data, _out = race(tmp_path, "--seconds", "25", "--seed", "7", "--scenario", "surprise-removal")
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = data["results"][0]
+    assert result["verdict"] == "ok" and result["counters"]["cycles"] >= 1  # device_del + device_add done
+    assert result["counters"]["available_end"] == result["counters"]["baseline"]
