@@ -115,6 +115,9 @@ def test_qemu_never_outlives_the_rig(tmp_path, how):
                 break
         assert "VM up" in seen, seen
         assert qemu_pids_for(out), "QEMU should be running while the rig is"
+        if how == signal.SIGINT:  # while it is up: `rig ssh` reaches the guest booted by `rig boot`
+            r = rig("ssh", "--dir", str(out), "--", "uname", "-r", timeout=60)
+            assert r.returncode == 0 and r.stdout.startswith("6.12"), r.stdout + r.stderr
         proc.send_signal(how)
         proc.wait(timeout=60)
         for _ in range(50):
