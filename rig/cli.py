@@ -221,8 +221,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list[str], expectations,
-               argv_for_reproduce: list[str]) -> dict:
-    """Compile the probes, run the cases in VMs, write the run directory. Returns results.json's data."""
+               argv_for_reproduce: list[str]):
+    """Compile the probes, run the cases in VMs, write the run directory.
+    Returns (results.json's data, the case results, the boots)."""
     from rig import probes as probesmod
     from rig.results import write_run
     from rig.runner import Suite
@@ -246,8 +247,7 @@ def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list
             "reproduce": shlex.join(argv_for_reproduce),
         }
         data = write_run(run_dir, suite.results, suite.boots, manifest)
-    data["_results"], data["_boots"] = suite.results, suite.boots
-    return data
+    return data, suite.results, suite.boots
 
 
 def _selected(cfg: RigConfig, expectations) -> list[str]:
@@ -270,10 +270,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _link_latest(run_dir, "latest")
     reproduce = ["rig", "run"] + (["--config", cfg.source_file] if args.config else []) + \
         shlex.split(kernel.manifest["reproduce"])[2:] + [a for p in cfg.probes.select for a in ("-k", p)]
-    data = _run_cases(cfg, kernel, image, key, run_dir, case_ids, expectations, reproduce)
+    data, results, boots = _run_cases(cfg, kernel, image, key, run_dir, case_ids, expectations, reproduce)
     print()
-    print(summary_table(data["_results"]))
-    for b in data["_boots"]:
+    print(summary_table(results))
+    for b in boots:
         for s in b.splats:
             print(f"  SPLAT (boot {b.boot}): {s['title']}")
     print(f"\nresults: {run_dir / 'results.json'}  (exit {data['exit_code']})")
@@ -312,9 +312,10 @@ def cmd_series(args: argparse.Namespace) -> int:
             break
         step_dir = walk_dir / f"step-{i:02d}"
         step_dir.mkdir()
-        data = _run_cases(cfg, kernel, image, key, step_dir, case_ids, expectations, ["rig", "series"] + args.series_file)
+        data, results, _boots = _run_cases(cfg, kernel, image, key, step_dir, case_ids, expectations,
+                                           ["rig", "series"] + args.series_file)
         steps.append({"step": i, "label": label, "kernel": kernel.key, "exit_code": data["exit_code"],
-                      "verdicts": {r.id: r.verdict for r in data["_results"]}})
+                      "verdicts": {r.id: r.verdict for r in results}})
     (walk_dir / "series.json").write_text(json.dumps({"steps": steps, "stopped": stopped}, indent=2) + "\n")
     print()
     print(series_table(steps))

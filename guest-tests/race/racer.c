@@ -190,28 +190,38 @@ static void count_mmap_error(int e)
 		atomic_fetch_add(&unexpected, 1);
 }
 
+/* a fresh p2pmem mapping of len bytes, or NULL with the errno counted (the pool is gone while unbound) */
+static char *map_pool(size_t len)
+{
+	int fd = open(allocate, O_RDWR);
+	if (fd < 0) {
+		count_mmap_error(errno);
+		usleep(2000);
+		return NULL;
+	}
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	int err = errno;
+	close(fd);
+	if (p == MAP_FAILED) {
+		count_mmap_error(err);
+		return NULL;
+	}
+	return p;
+}
+
 /* map, touch every page, unmap; unbind in between turns touches into SIGBUS */
 static void *mapper(void *arg)
 {
 	uint64_t seed = (uint64_t)(uintptr_t)arg;
 	while (!atomic_load(&stop)) {
 		size_t pages = 1 + next_rand(&seed) % 16;
-		int fd = open(allocate, O_RDWR);
-		if (fd < 0) {
-			count_mmap_error(errno);
-			usleep(1000);
-			continue;
-		}
-		char *p = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		if (p == MAP_FAILED) {
-			count_mmap_error(errno);
-		} else {
+		char *p = map_pool(pages * PAGE);
+		if (p) {
 			for (size_t i = 0; i < pages; i++)
 				if (touch(p + i * PAGE, (char)i))
 					atomic_fetch_add(&sigbus, 1);
 			munmap(p, pages * PAGE);
 		}
-		close(fd);
 		atomic_fetch_add(&iterations, 1);
 	}
 	return NULL;
@@ -222,17 +232,9 @@ static void *forker(void *arg)
 {
 	uint64_t seed = (uint64_t)(uintptr_t)arg;
 	while (!atomic_load(&stop)) {
-		int fd = open(allocate, O_RDWR);
-		if (fd < 0) {
-			usleep(2000);
+		char *p = map_pool(2 * PAGE);
+		if (!p)
 			continue;
-		}
-		char *p = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		close(fd);
-		if (p == MAP_FAILED) {
-			count_mmap_error(errno);
-			continue;
-		}
 		pid_t pid = fork();
 		if (pid == 0) {
 			signal(SIGBUS, SIG_DFL);
@@ -291,19 +293,10 @@ static void *dio_reader(void *arg)
 		return NULL;
 	}
 	while (!atomic_load(&stop)) {
-		int fd = open(allocate, O_RDWR);
-		if (fd < 0) {
-			usleep(1000);
-			continue;
-		}
 		struct dio d = {.ns = ns, .len = (1 + next_rand(&seed) % 8) * PAGE};
 		d.off = (off_t)(next_rand(&seed) % 64) * PAGE;
-		d.buf = mmap(NULL, d.len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		close(fd);
-		if (d.buf == MAP_FAILED) {
-			count_mmap_error(errno);
+		if (!(d.buf = map_pool(d.len)))
 			continue;
-		}
 		pthread_t t;
 		pthread_create(&t, NULL, dio_read_once, &d);
 		usleep(next_rand(&seed) % 2000);
@@ -331,18 +324,9 @@ static void *peer_reader(void *arg)
 		return NULL;
 	}
 	while (!atomic_load(&stop)) {
-		int fd = open(allocate, O_RDWR);
-		if (fd < 0) {
-			usleep(20000);
-			continue;
-		}
 		struct dio d = {.ns = ns, .len = (1 + next_rand(&seed) % 2) * PAGE};
-		d.buf = mmap(NULL, d.len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		close(fd);
-		if (d.buf == MAP_FAILED) {
-			count_mmap_error(errno);
+		if (!(d.buf = map_pool(d.len)))
 			continue;
-		}
 		dio_read_once(&d);
 		if (d.ret < 0 && d.err != EFAULT && d.err != EIO && d.err != ENODEV && d.err != ENXIO)
 			invariant("peer O_DIRECT into p2pmem failed with %s", strerror(d.err));
@@ -357,17 +341,9 @@ static void *pattern_checker(void *arg)
 {
 	uint64_t seed = (uint64_t)(uintptr_t)arg;
 	while (!atomic_load(&stop)) {
-		int fd = open(allocate, O_RDWR);
-		if (fd < 0) {
-			usleep(1000);
+		char *p = map_pool(4 * PAGE);
+		if (!p)
 			continue;
-		}
-		char *p = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		close(fd);
-		if (p == MAP_FAILED) {
-			count_mmap_error(errno);
-			continue;
-		}
 		uint64_t tag = next_rand(&seed);
 		for (size_t off = 0; off < 4 * PAGE; off += 8)
 			*(volatile uint64_t *)(p + off) = tag ^ off;
@@ -394,18 +370,10 @@ static void *pinner(void *arg)
 		return NULL;
 	}
 	while (!atomic_load(&stop)) {
-		int fd = open(allocate, O_RDWR);
-		if (fd < 0) {
-			usleep(1000);
-			continue;
-		}
 		size_t pages = 1 + next_rand(&seed) % 16;
-		char *p = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		close(fd);
-		if (p == MAP_FAILED) {
-			count_mmap_error(errno);
+		char *p = map_pool(pages * PAGE);
+		if (!p)
 			continue;
-		}
 		/* struct gup_test (mm/gup_test.h): addr @16, size @24, nr_pages_per_call @32, gup_flags @36 */
 		uint64_t gt[10] = {0};
 		gt[2] = (uintptr_t)p;
