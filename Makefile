@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Everything the rig runs on the host: QEMU, the kernel source and its build tools, the image builder.
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.12 build-essential flex bison bc \
 	libelf-dev libssl-dev cpio kmod xz-utils rsync ccache mmdebstrap e2fsprogs openssh-client python3-venv \
-	patch git procps chromium
+	patch git procps libncurses-dev chromium
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -60,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--print-key", action="store_true",
                    help="print the build's cache key without building (CI cache keys)")
     k.add_argument("--menuconfig", action="store_true",
-                   help="open the tree's menuconfig on the rig's build directory (needs libncurses-dev)")
+                   help="open the tree's menuconfig on the rig's build directory")
 
     ser = sub.add_parser("series", help="build and test the kernel after each patch of a series; table of "
                          "verdict changes per patch")
