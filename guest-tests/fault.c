@@ -109,16 +109,21 @@ CASE(wp_loop_clear_refs, "soft-dirty reset (clear_refs 4) then a write: complete
 	wp_write_under_watchdog(1);
 }
 
-CASE(madv_populate_read, "MADV_POPULATE_READ on p2pmem fails with a meaningful errno, not ENOMEM")
+static void madv_populate(int advice)
 {
 	int fd = p2p_open();
 	char *p = p2p_map(fd, 2 * PAGE);
 	if (p == MAP_FAILED)
 		probe_fail("mmap");
-	int rc = madvise(p, 2 * PAGE, MADV_POPULATE_READ);
+	int rc = madvise(p, 2 * PAGE, advice);
 	obs_errno("madvise", rc ? errno : 0);
 	munmap(p, 2 * PAGE);
 	close(fd);
+}
+
+CASE(madv_populate_read, "MADV_POPULATE_READ on p2pmem fails with a meaningful errno, not ENOMEM")
+{
+	madv_populate(MADV_POPULATE_READ);
 }
 
 CASE(mlock, "mlock() of p2pmem fails with EREMOTEIO (GUP refuses P2PDMA pages while populating)")
@@ -137,12 +142,5 @@ CASE(mlock, "mlock() of p2pmem fails with EREMOTEIO (GUP refuses P2PDMA pages wh
 
 CASE(madv_populate_write, "MADV_POPULATE_WRITE on p2pmem fails with a meaningful errno, not ENOMEM")
 {
-	int fd = p2p_open();
-	char *p = p2p_map(fd, 2 * PAGE);
-	if (p == MAP_FAILED)
-		probe_fail("mmap");
-	int rc = madvise(p, 2 * PAGE, MADV_POPULATE_WRITE);
-	obs_errno("madvise", rc ? errno : 0);
-	munmap(p, 2 * PAGE);
-	close(fd);
+	madv_populate(MADV_POPULATE_WRITE);
 }

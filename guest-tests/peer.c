@@ -23,13 +23,19 @@ static void peer_namespace(char *out, size_t len)
 	probe_skip("no peer NVMe besides the provider %s (this case needs a two-NVMe topology)", p2p_bdf);
 }
 
-static void peer_roundtrip(void)
+static int open_peer(int flags)
 {
 	char ns[128];
 	peer_namespace(ns, sizeof(ns));
-	int fd = open(ns, O_RDWR | O_DIRECT);
+	int fd = open(ns, flags | O_DIRECT);
 	if (fd < 0)
 		probe_fail("open %s", ns);
+	return fd;
+}
+
+static void peer_roundtrip(void)
+{
+	int fd = open_peer(O_RDWR);
 	int pfd = p2p_open();
 	unsigned char *buf = p2p_map(pfd, 2 * IO_LEN);
 	if (buf == MAP_FAILED)
@@ -101,11 +107,7 @@ CASE(unbind_inflight_hung_task, "as unbind_during_peer_dio, with hung_task_timeo
 
 static void unbind_during_peer_dio(void)
 {
-	char ns[128];
-	peer_namespace(ns, sizeof(ns));
-	int fd = open(ns, O_RDONLY | O_DIRECT);
-	if (fd < 0)
-		probe_fail("open %s", ns);
+	int fd = open_peer(O_RDONLY);
 	int pfd = p2p_open();
 	long long avail = p2p_available();
 	size_t len = 4 * PAGE; /* QEMU bounces P2P one page per backend request: 4 slow requests */

@@ -68,6 +68,14 @@ _END = re.compile(r"---\[ end (trace|Kernel panic)")
 MAX_REPORT_LINES = 80
 
 
+# reports after which the kernel is not trusted any more: the run goes on in a fresh VM, and exits 3
+CRASH_KINDS = ("oops", "bug", "kasan")
+
+
+def is_crash(kind: str, fatal: bool) -> bool:
+    return fatal or kind in CRASH_KINDS
+
+
 @dataclass(frozen=True)
 class Splat:
     kind: str

@@ -8,6 +8,7 @@ from collections import Counter, OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 
+from rig.console import is_crash
 from rig.errors import EXIT_CASE_FAILED, EXIT_GUEST_CRASH, EXIT_OK
 from rig.runner import BootRecord, CaseResult
 
@@ -16,7 +17,7 @@ FAILING = ("fail", "error")
 
 def exit_code(results: list[CaseResult], boots: list[BootRecord]) -> int:
     crashed = any(s.get("fatal") for b in boots for s in b.splats) or any(
-        s.get("fatal") or s.get("kind") in ("oops", "bug", "kasan") for r in results for s in r.splats
+        is_crash(s.get("kind", ""), bool(s.get("fatal"))) for r in results for s in r.splats
     )
     if crashed:
         return EXIT_GUEST_CRASH

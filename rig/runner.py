@@ -161,7 +161,7 @@ class Suite:
             known_issue=exp.known_issue.id if exp.known_issue else None,
         )
         self.results.append(result)
-        if guest_lost or not vm.alive() or any(s.fatal or s.kind in ("oops", "bug", "kasan") for s in splats):
+        if guest_lost or not vm.alive() or any(consolemod.is_crash(s.kind, s.fatal) for s in splats):
             # the kernel is not to be trusted any more: next case gets a fresh VM
             self._retire(f"after {case_id}: {problem}")
         elif exp.host_action:

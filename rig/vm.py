@@ -244,9 +244,6 @@ class RunningVM:
     def put(self, local: Path, remote: str) -> None:
         self.connection().put(str(local), remote)
 
-    def get(self, remote: str, local: Path) -> None:
-        self.connection().get(remote, str(local))
-
     def ssh_command(self) -> str:
         return (f"ssh -i {self.key.private} -p {self.cmd.ssh_port} -o StrictHostKeyChecking=no "
                 f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1")
