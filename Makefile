@@ -10,11 +10,14 @@ PYTEST_ARGS ?=
 # Everything the rig runs on the host: QEMU, the kernel source and its build tools, the image builder.
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.12 build-essential flex bison bc \
 	libelf-dev libssl-dev cpio kmod xz-utils rsync ccache mmdebstrap e2fsprogs openssh-client python3-venv \
-	patch git procps libncurses-dev chromium
+	patch git procps libncurses-dev
+# Only `make test` needs these: headless Chromium renders report.html; actionlint runs shellcheck on the
+# workflow's `run:` scripts.
+TEST_DEB_PACKAGES := chromium shellcheck
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test unit bench deps system-deps clean-venv help
+.PHONY: run test unit bench deps test-deps system-deps test-system-deps apt-install clean-venv help
 
 help:
 	@echo "make run    build kernel + image, boot QEMU, run the probes (ARGS='-k mmap' to pass rig options)"
@@ -23,10 +26,16 @@ help:
 	@echo "make bench  measure build/boot/run times into BENCHMARKS.md"
 
 deps: system-deps $(VENV)/.installed
+test-deps: deps test-system-deps
 
 # apt-get only when a package is missing, so a warm machine spends no time here.
 system-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do \
+	@$(MAKE) -s apt-install PACKAGES="$(DEB_PACKAGES)"
+test-system-deps:
+	@$(MAKE) -s apt-install PACKAGES="$(TEST_DEB_PACKAGES)"
+
+apt-install:
+	@missing=$$(for p in $(PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
@@ -43,10 +52,10 @@ $(VENV)/.installed: pyproject.toml
 run: deps
 	$(BIN)/rig run $(ARGS)
 
-unit: deps
+unit: test-deps
 	$(BIN)/pytest -m 'not vm' $(PYTEST_ARGS)
 
-test: deps
+test: test-deps
 	mkdir -p out
 	$(BIN)/pytest -v -rfEsxX --junitxml=out/pytest-junit.xml $(PYTEST_ARGS)
 

@@ -244,6 +244,7 @@ def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list
             "kernel": kernel.manifest, "image": image.recipe, "semantics": cfg.probes.semantics,
             "selection": list(cfg.probes.select), "host": _host_facts(),
             "accel": suite.boots[0].accel if suite.boots else None,
+            "qemu_cmdlines": [b.qemu_cmdline for b in suite.boots],
             "reproduce": shlex.join(argv_for_reproduce),
         }
         data = write_run(run_dir, suite.results, suite.boots, manifest)

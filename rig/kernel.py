@@ -50,6 +50,31 @@ class KernelBuild:
     manifest: dict
 
 
+def has_dwarf(kernel: KernelBuild) -> bool:
+    """file:line in a decoded trace needs the kernel's DWARF (the debug profile has it, the default does not)."""
+    return "\nCONFIG_DEBUG_INFO=y" in "\n" + kernel.config.read_text(errors="replace")
+
+
+def decode_stacktrace(kernel: KernelBuild, text: str) -> str:
+    """The kernel tree's own scripts/decode_stacktrace.sh on `text`, against the build's vmlinux: symbols (and
+    file:line with DWARF) for every frame, and the Code: bytes disassembled. "" when the tree or the script is
+    gone, or it takes too long."""
+    src = kernel.manifest["source"]
+    if src["kind"] == "tree":
+        tree = Path(src["path"])
+    else:  # packages and tarballs are extracted in the cache: <cache>/src/<id>, beside <cache>/build/
+        tree = Path(kernel.manifest["build_dir"]).parents[2] / "src" / src["id"]
+    script = tree / "scripts" / "decode_stacktrace.sh"
+    if not script.exists() or not text.strip():
+        return ""
+    try:
+        r = subprocess.run(["bash", str(script), str(kernel.vmlinux), str(tree)], input=text, capture_output=True,
+                           text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return ""
+    return r.stdout
+
+
 # ---------------------------------------------------------------- pure helpers (unit tested)
 
 

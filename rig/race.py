@@ -23,7 +23,7 @@ from rig import console as consolemod
 from rig.config import REPO_ROOT, RigConfig
 from rig.errors import BuildError, ConfigError, GuestError
 from rig.image import GuestImage, SshKey
-from rig.kernel import KernelBuild
+from rig.kernel import KernelBuild, decode_stacktrace
 from rig.progress import Progress
 from rig.vm import RunningVM, start_vm
 
@@ -92,25 +92,6 @@ def compile_racer(kernel: KernelBuild, out: Path) -> Path:
     if r.returncode != 0:
         raise BuildError(f"racer.c does not compile:\n{r.stderr[-2000:]}")
     return out
-
-
-def decode_trace(kernel: KernelBuild, text: str) -> str:
-    """scripts/decode_stacktrace.sh of the kernel's own tree, against the build's vmlinux (file:line needs the
-    DWARF of the debug profile; without it the script still resolves symbols)."""
-    src = kernel.manifest["source"]
-    if src["kind"] == "tree":
-        tree = Path(src["path"])
-    else:  # packages and tarballs are extracted in the cache: <cache>/src/<id>, beside <cache>/build/
-        tree = Path(kernel.manifest["build_dir"]).parents[2] / "src" / src["id"]
-    script = tree / "scripts" / "decode_stacktrace.sh"
-    if not script.exists():
-        return ""
-    try:
-        r = subprocess.run(["bash", str(script), str(kernel.vmlinux), str(tree)], input=text, capture_output=True,
-                           text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        return ""
-    return r.stdout
 
 
 class Race:
@@ -259,7 +240,7 @@ class Race:
             splats = consolemod.find_splats("\n".join(vm.console.text().splitlines()[start_line:]))
         decoded = ""
         if splats:
-            decoded = decode_trace(self.kernel, "\n".join(s.text for s in splats))
+            decoded = decode_stacktrace(self.kernel, "\n".join(s.text for s in splats))
         result = ScenarioResult(scenario, self.boots, verdict, round(elapsed, 1), counters, broken,
                                 [s.as_dict() for s in splats], decoded)
         if verdict != "ok":

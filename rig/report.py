@@ -227,8 +227,13 @@ def _splats_html(data: dict) -> str:
     out = [f"<h2>Kernel splats ({len(items)})</h2>"]
     for s, boot, cid in items:
         where = f"boot {_e(boot)}" + (f", during <code>{_e(cid)}</code>" if cid else ", outside any case")
+        if s.get("decoded"):
+            trace = (f'<div class="muted">decoded by the tree&#39;s scripts/decode_stacktrace.sh against vmlinux'
+                     f'{": " + _e(s["decoded_note"]) if s.get("decoded_note") else ""}</div>{_pre(s["decoded"])}')
+        else:
+            trace = _pre(s.get("text", ""))
         out.append(f'<div class="splat"><h3>{_e(s.get("title"))}</h3><div class="muted">{_e(s.get("kind"))}'
-                   f'{" (fatal)" if s.get("fatal") else ""} &middot; {where}</div>{_pre(s.get("text", ""))}</div>')
+                   f'{" (fatal)" if s.get("fatal") else ""} &middot; {where}</div>{trace}</div>')
     return "".join(out)
 
 

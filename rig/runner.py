@@ -12,7 +12,7 @@ from rig.config import RigConfig
 from rig.errors import ConfigError, GuestError
 from rig.expectations import Expectation, judge
 from rig.image import GuestImage, SshKey
-from rig.kernel import KernelBuild
+from rig.kernel import KernelBuild, decode_stacktrace, has_dwarf
 from rig.progress import Progress
 from rig.vm import RunningVM, start_vm
 
@@ -41,6 +41,10 @@ class CaseResult:
         lines += [f"  mismatch: {m}" for m in self.mismatches]
         for s in self.splats:
             lines.append(f"  splat: {s['title']}")
+        for s in self.splats:
+            if s.get("decoded"):
+                lines.append(f"  decoded trace of {s['title']} (scripts/decode_stacktrace.sh):")
+                lines += ["    " + ln for ln in s["decoded"].splitlines()[:80]]
         if self.dmesg:
             lines.append("  dmesg during the case:")
             lines += ["    " + ln for ln in self.dmesg.splitlines()[-40:]]
@@ -74,6 +78,19 @@ class Suite:
         self.vm: RunningVM | None = None
         self.boots: list[BootRecord] = []
         self.results: list[CaseResult] = []
+        self._decoded: dict[str, str] = {}  # splat text -> decoded trace (a case's splat is also its boot's)
+
+    def _splat_dict(self, splat: consolemod.Splat) -> dict:
+        """A splat as results.json keeps it, with its trace decoded against this kernel's vmlinux."""
+        if splat.text not in self._decoded:
+            self._decoded[splat.text] = decode_stacktrace(self.kernel, splat.text)
+        d = splat.as_dict()
+        if self._decoded[splat.text]:
+            d["decoded"] = self._decoded[splat.text]
+            if not has_dwarf(self.kernel):
+                d["decoded_note"] = ("this kernel has no DWARF (CONFIG_DEBUG_INFO off), so file:line shows as '?'; "
+                                     "run with --profile debug to get them")
+        return d
 
     # ------------------------------------------------------------ VM lifecycle
     def _boot(self, topology: str) -> RunningVM:
@@ -104,7 +121,7 @@ class Suite:
             pass
         vm.stop()
         text = (rec.workdir / "console.log").read_text(errors="replace") if (rec.workdir / "console.log").exists() else ""
-        rec.splats = [s.as_dict() for s in consolemod.find_splats(text)]
+        rec.splats = [self._splat_dict(s) for s in consolemod.find_splats(text)]
 
     def close(self) -> None:
         self._retire("end of run")
@@ -157,7 +174,7 @@ class Suite:
             verdict=verdict, expected=judgement.expected,
             observed=(run.result or {}).get("obs") if run.result else None,
             mismatches=judgement.mismatches, reason=judgement.reason, duration_s=round(run.duration_s, 3),
-            boot=boot, dmesg=dmesg, splats=[s.as_dict() for s in splats],
+            boot=boot, dmesg=dmesg, splats=[self._splat_dict(s) for s in splats],
             known_issue=exp.known_issue.id if exp.known_issue else None,
         )
         self.results.append(result)

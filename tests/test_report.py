@@ -153,6 +153,26 @@ def test_report_escapes_dmesg_and_shows_the_splat(warn_run):
     assert "exit code 1" in text
 
 
+def test_report_shows_the_decoded_trace(tmp_path):
+    """The splat as the runner stores it: raw text plus the real decode_stacktrace.sh output of that capture
+    (recorded against the default kernel, which has no DWARF, hence the note)."""
+    text = (DATA / "consoles" / "warn-gup-longterm-p2pdma.log").read_text()
+    decoded = (DATA / "consoles" / "warn-gup-longterm-p2pdma.decoded.txt").read_text()
+    splat = dict(find_splats(text)[0].as_dict(), decoded=decoded, decoded_note="no DWARF: use --profile debug")
+    failed = case("gup.longterm_benchmark_p2p", "fail", "kernel splat: WARNING in is_valid_gup_args", splats=[splat])
+    d = tmp_path / "run"
+    d.mkdir()
+    write_run(d, [failed], [], {"kernel": {"profile": "default"}})
+    html = write_report(d).read_text()
+    assert "ud2\t\t&lt;-- trapping instruction" in html and "Code starting with the faulting instruction" in html
+    assert "decode_stacktrace.sh against vmlinux: no DWARF: use --profile debug" in html
+    # and junit.xml carries it in the failure text, for a CI that only shows JUnit
+    [tc] = [tc for suite in JUnitXml.fromfile(str(d / "junit.xml")) for tc in suite]
+    [failure] = tc.result
+    assert "decoded trace of WARNING in is_valid_gup_args" in failure.text
+    assert "<-- trapping instruction" in failure.text
+
+
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(RigError, match="no results.json"):
         write_report(tmp_path)

@@ -1,8 +1,9 @@
 """The nightly GitHub Actions workflow: actionlint finds nothing, and the structure that matters is there.
 
-actionlint checks the workflow syntax, the expressions, the inputs of the known actions and, when `shellcheck` is on
-PATH (Debian package `shellcheck`), every `run:` script. It is looked for in the venv, then on PATH; without it
-that test is skipped with the reason, and the structural checks below still run.
+actionlint checks the workflow syntax, the expressions, the inputs of the known actions and, through shellcheck,
+every `run:` script. `make test` installs both (actionlint from the test extras into .venv, shellcheck from
+Debian), so a missing one fails here with the fix instead of skipping. A deliberately broken copy of the workflow
+proves that the linter really runs and reports.
 """
 from __future__ import annotations
 
@@ -18,11 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
 
 
-def _actionlint() -> str | None:
+def _actionlint() -> list[str]:
     venv_bin = Path(sys.executable).parent / "actionlint"
-    if venv_bin.exists():
-        return str(venv_bin)
-    return shutil.which("actionlint")
+    exe = str(venv_bin) if venv_bin.exists() else shutil.which("actionlint")
+    shellcheck = shutil.which("shellcheck")
+    missing = [what for what, found in (("actionlint (pip: the test extras)", exe),
+                                        ("shellcheck (apt: shellcheck)", shellcheck)) if not found]
+    assert not missing, f"not installed: {', '.join(missing)}; run `make test-deps`"
+    return [exe, "-no-color", "-oneline", f"-shellcheck={shellcheck}"]
+
+
+def _lint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*_actionlint(), str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +76,25 @@ def _expr(value: str) -> str:
 
 
 def test_actionlint_clean():
-    exe = _actionlint()
-    if exe is None:
-        pytest.skip("actionlint not installed (neither in the venv nor on PATH)")
-    proc = subprocess.run([exe, "-no-color", "-oneline", str(WORKFLOW.relative_to(ROOT))],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = _lint(WORKFLOW.relative_to(ROOT))
     assert proc.returncode == 0, f"actionlint exit {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_actionlint_reports_a_broken_copy(tmp_path):
+    """Three kinds of mistake actionlint must see: an expression naming a step that does not exist, an unknown
+    key, and a shell bug (shellcheck SC2086) in a `run:` script."""
+    text = WORKFLOW.read_text()
+    wf_dir = tmp_path / ".github" / "workflows"
+    wf_dir.mkdir(parents=True)
+    broken = text.replace("runs-on:", "runs_on_typo: x\n    runs-on:", 1) + (
+        "      - name: broken on purpose\n"
+        "        run: echo ${{ steps.no_such_step.outputs.x }}; f=\"a b\"; ls $f\n")
+    (wf_dir / "broken.yml").write_text(broken)
+    proc = _lint(wf_dir / "broken.yml")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "no_such_step" in proc.stdout, proc.stdout
+    assert "runs_on_typo" in proc.stdout, proc.stdout
+    assert "SC2086" in proc.stdout, proc.stdout
 
 
 def test_triggers(wf):

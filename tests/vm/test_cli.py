@@ -57,6 +57,10 @@ def test_run_selected_cases_writes_the_run_directory(tmp_path):
     assert "total" in r.stdout and "pass" in r.stdout  # the summary table
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kernel"]["config_sha256"] and manifest["accel"] in ("tcg", "kvm")
+    assert manifest["image"]["key"] and manifest["host"]["cpus"] and manifest["host"]["qemu"]
+    assert manifest["rig_version"] and manifest["started"] <= manifest["ended"]
+    [cmdline] = manifest["qemu_cmdlines"]  # one boot
+    assert "cmb_size_mb=64" in cmdline
 
 
 def test_no_case_matches_is_exit_2():
@@ -149,6 +153,10 @@ def test_a_crashing_case_fails_alone_and_the_run_goes_on_in_a_fresh_vm(tmp_path)
     # the WARN detector: a real WARN_ON_ONCE through gup_test, titled and attributed to its case
     assert warn["verdict"] == "fail" and [s["title"] for s in warn["splats"]] == ["WARNING in is_valid_gup_args"]
     assert "mm/gup.c" in warn["dmesg"]
+    # its trace went through the tree's decode_stacktrace.sh against vmlinux, into results.json and junit.xml
+    assert "<-- trapping instruction" in warn["splats"][0]["decoded"]
+    assert "CONFIG_DEBUG_INFO off" in warn["splats"][0]["decoded_note"]
+    assert "decoded trace of WARNING in is_valid_gup_args" in (out / "junit.xml").read_text()
     assert [b["boot"] for b in data["boots"]] == [1, 2]
 
 
