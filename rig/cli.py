@@ -20,6 +20,7 @@ from rig.errors import RigError
 from rig.expectations import load_expectations
 from rig.image import build_image, ensure_ssh_key, image_spec
 from rig.kernel import build_kernel, kernel_spec
+from rig.race import SCENARIOS as RACE_SCENARIOS
 from rig.progress import Progress
 
 
@@ -90,9 +91,7 @@ def parser() -> argparse.ArgumentParser:
     _common(race)
     _machine(race)
     race.add_argument("--scenario", action="append", default=[], metavar="NAME",
-                      help="scenario to run (repeatable; default: all): " + ", ".join(
-                          ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect",
-                           "odirect-unbind", "gup-unbind", "inflight-peer", "surprise-removal")))
+                      help="scenario to run (repeatable; default: all): " + ", ".join(RACE_SCENARIOS))
     race.add_argument("--seconds", type=float, default=60.0, help="duration of each scenario (default 60)")
     race.add_argument("--cycles", type=int, default=0,
                       help="stop each scenario after this many unbind/rebind cycles (default: run for --seconds)")
@@ -421,8 +420,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return data["exit_code"]
 
 
-HANDLERS = {"matrix": cmd_matrix, "race": cmd_race, "series": cmd_series, "run": cmd_run, "kernel": cmd_kernel, "image": cmd_image, "boot": cmd_boot, "ssh": cmd_ssh,
-            "list": cmd_list, **cli_report.HANDLERS}
+HANDLERS = {"run": cmd_run, "kernel": cmd_kernel, "series": cmd_series, "image": cmd_image, "boot": cmd_boot,
+            "ssh": cmd_ssh, "race": cmd_race, "matrix": cmd_matrix, "list": cmd_list, **cli_report.HANDLERS}
 
 
 def _sigterm(signum, frame):  # noqa: ARG001

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -59,11 +60,9 @@ def decode_stacktrace(kernel: KernelBuild, text: str) -> str:
     """The kernel tree's own scripts/decode_stacktrace.sh on `text`, against the build's vmlinux: symbols (and
     file:line with DWARF) for every frame, and the Code: bytes disassembled. "" when the tree or the script is
     gone, or it takes too long."""
-    src = kernel.manifest["source"]
-    if src["kind"] == "tree":
-        tree = Path(src["path"])
-    else:  # packages and tarballs are extracted in the cache: <cache>/src/<id>, beside <cache>/build/
-        tree = Path(kernel.manifest["build_dir"]).parents[2] / "src" / src["id"]
+    # kbuild links <O>/source to the tree it compiled: the extracted package or tarball, the user's tree, or
+    # the rig's patched work tree of it
+    tree = (Path(kernel.manifest["build_dir"]) / "source").resolve()
     script = tree / "scripts" / "decode_stacktrace.sh"
     if not script.exists() or not text.strip():
         return ""
@@ -357,17 +356,12 @@ def menuconfig(spec: KernelSpec) -> int:
 
 
 def reproduce_command(spec: KernelSpec) -> str:
-    import shlex
-
     source = spec.source.kind + ":" + (str(spec.source.path) if spec.source.kind != "debian"
                                        else spec.source.path.name.removeprefix("linux-source-").removesuffix(".tar.xz"))
     args = ["rig", "kernel", "--source", source, "--profile", spec.profile]
     args += [a for x in spec.kconfig_add for a in ("--kconfig-add", x)]
-    seen = []
-    for p in spec.patches:
-        if p.source_file not in seen:
-            seen.append(p.source_file)
-    args += [a for f in seen for a in ("--patch", str(f))]
+    patch_files = dict.fromkeys(p.source_file for p in spec.patches)  # an mbox once, not once per message
+    args += [a for f in patch_files for a in ("--patch", str(f))]
     return shlex.join(args)
 
 

@@ -21,6 +21,7 @@ import yaml
 
 from rig.config import REPO_ROOT
 from rig.errors import ConfigError
+from rig.expectations import VERDICTS
 
 MATRIX_KEYS = {"kernels", "profiles", "patch_sets", "select", "parallel"}
 
@@ -105,8 +106,7 @@ def run_matrix(matrix: Matrix, out: Path, config: str | None, parallel: int | No
 
 
 def matrix_table(data: dict) -> str:
-    cols = ("pass", "fail", "xfail", "xpass", "skip", "error")
-    lines = [f"{'cell':<44}{'exit':>5}" + "".join(f"{c:>7}" for c in cols)]
+    lines = [f"{'cell':<44}{'exit':>5}" + "".join(f"{c:>7}" for c in VERDICTS)]
     for c in data["cells"]:
-        lines.append(f"{c['name'][:43]:<44}{c['exit_code']:>5}" + "".join(f"{c['summary'].get(k, 0):>7}" for k in cols))
+        lines.append(f"{c['name'][:43]:<44}{c['exit_code']:>5}" + "".join(f"{c['summary'].get(k, 0):>7}" for k in VERDICTS))
     return "\n".join(lines)

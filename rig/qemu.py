@@ -121,7 +121,6 @@ def nvme_topology_args(nvme: list[NvmeDrive]) -> list[str]:
     from 00:10.0, the switch's root port at 00:18.0 (upstream x3130, one xio3130 downstream port per drive)."""
     argv: list[str] = []
     switch_ports = 0
-    nvme_list = list(nvme)
     for i, drive in enumerate(nvme):
         if drive.latency_ns:
             argv += ["-blockdev", f"driver=null-co,node-name=nvm{i},size={drive.size_mb * 1024 * 1024},"
@@ -130,21 +129,17 @@ def nvme_topology_args(nvme: list[NvmeDrive]) -> list[str]:
             # -blockdev, not -drive: a hot-unplugged controller must leave its backend for device_add
             argv += ["-blockdev", f"driver=file,node-name=nvm{i}-file,filename={drive.backing},cache.no-flush=on",
                      "-blockdev", f"driver=raw,node-name=nvm{i},file=nvm{i}-file"]
-        if drive.attach == "root":
-            where = f"bus=pcie.0,addr={0x4 + i:#x}"
-        elif drive.attach == "root-port":
+        # the port the controller plugs into (a root-complex endpoint needs none)
+        if drive.attach == "root-port":
             argv += ["-device", f"pcie-root-port,id=rp{i},bus=pcie.0,addr={0x10 + i:#x},chassis={1 + i},slot={1 + i}"]
-            where = f"bus=rp{i}"
-        else:  # switch
+        elif drive.attach == "switch":
             if switch_ports == 0:
                 argv += ["-device", "pcie-root-port,id=swrp,bus=pcie.0,addr=0x18,chassis=30,slot=30",
                          "-device", "x3130-upstream,id=swup,bus=swrp"]
             argv += ["-device", f"xio3130-downstream,id=swdn{switch_ports},bus=swup,chassis={40 + switch_ports},"
                                 f"slot={switch_ports}"]
-            where = f"bus=swdn{switch_ports}"
             switch_ports += 1
-        assert where == hotplug_slot(nvme_list, i)
-        argv += ["-device", ",".join(f"{k}={v}" for k, v in nvme_device(i, drive, where).items())]
+        argv += ["-device", ",".join(f"{k}={v}" for k, v in nvme_device(i, drive, hotplug_slot(nvme, i)).items())]
     return argv
 
 
@@ -158,7 +153,7 @@ def nvme_device(i: int, drive: NvmeDrive, where: str) -> dict:
 
 
 def hotplug_slot(nvme: list[NvmeDrive], i: int) -> str:
-    """The bus= (and addr=) of controller i, for device_add after device_del."""
+    """The bus= (and addr=) of controller i: on the command line, and for device_add after device_del."""
     drive = nvme[i]
     if drive.attach == "root-port":
         return f"bus=rp{i}"

@@ -3,6 +3,7 @@ Serializers only; runs nothing."""
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter, OrderedDict
 from dataclasses import asdict
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from rig.console import is_crash
 from rig.errors import EXIT_CASE_FAILED, EXIT_GUEST_CRASH, EXIT_OK
+from rig.expectations import VERDICTS
 from rig.runner import BootRecord, CaseResult
 
 FAILING = ("fail", "error")
@@ -86,7 +88,6 @@ def to_junit(results: list[CaseResult], name: str = "p2pdma-rig") -> str:
     root.append(suite)
     xml = ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
     # a console can carry control characters (ESC of a colour code...) that XML 1.0 forbids even escaped
-    import re
     return re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "\ufffd", xml)
 
 
@@ -94,15 +95,14 @@ def summary_table(results: list[CaseResult]) -> str:
     areas: OrderedDict[str, Counter] = OrderedDict()
     for r in results:
         areas.setdefault(r.area, Counter())[r.verdict] += 1
-    cols = ("pass", "fail", "xfail", "xpass", "skip", "error")
-    head = f"{'area':<10}" + "".join(f"{c:>7}" for c in cols)
+    head = f"{'area':<10}" + "".join(f"{c:>7}" for c in VERDICTS)
     lines = [head, "-" * len(head)]
     total: Counter = Counter()
     for area, c in areas.items():
         total.update(c)
-        lines.append(f"{area:<10}" + "".join(f"{c.get(k, 0):>7}" for k in cols))
+        lines.append(f"{area:<10}" + "".join(f"{c.get(k, 0):>7}" for k in VERDICTS))
     lines.append("-" * len(head))
-    lines.append(f"{'total':<10}" + "".join(f"{total.get(k, 0):>7}" for k in cols))
+    lines.append(f"{'total':<10}" + "".join(f"{total.get(k, 0):>7}" for k in VERDICTS))
     bad = [r for r in results if r.verdict in FAILING + ("xpass",)]
     for r in bad:
         lines.append(f"  {r.verdict.upper():5s} {r.id}: {r.reason or '; '.join(r.mismatches)}"[:200])

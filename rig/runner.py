@@ -41,7 +41,6 @@ class CaseResult:
         lines += [f"  mismatch: {m}" for m in self.mismatches]
         for s in self.splats:
             lines.append(f"  splat: {s['title']}")
-        for s in self.splats:
             if s.get("decoded"):
                 lines.append(f"  decoded trace of {s['title']} (scripts/decode_stacktrace.sh):")
                 lines += ["    " + ln for ln in s["decoded"].splitlines()[:80]]

@@ -10,10 +10,8 @@ so switching patch sets, or walking a series patch by patch, recompiles only wha
 """
 from __future__ import annotations
 
-import contextlib
 import email
 import email.policy
-import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +21,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from rig.cache import CacheEntry, digest
 from rig.errors import BuildError, ConfigError
@@ -187,20 +184,9 @@ def read_patches(paths: list[Path]) -> list[Patch]:
 # ---------------------------------------------------------------- work trees
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def tree_lock(cache_root: Path, source: KernelSource):
     """Held for a whole prepare + build: the work tree and its build directories are one per source."""
-    return _locked(cache_root / "trees" / f".{source.ident}.lock")
+    return CacheEntry(cache_root, "trees", source.ident).lock()
 
 
 def _pristine(source: KernelSource, cache_root: Path, note) -> Path:

@@ -5,23 +5,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from rig.config import load_config
 
-from conftest import ROOT
+from conftest import RIG, ROOT
+from conftest import run_rig as rig
 
 pytestmark = pytest.mark.vm
-
-RIG = [sys.executable, "-m", "rig.cli"]
-
-
-def rig(*args, timeout=900, **kw):
-    return subprocess.run(RIG + list(args), cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
-
 
 def qemu_pids_for(path):
     out = subprocess.run(["pgrep", "-f", f"qemu-system.*{path}"], capture_output=True, text=True).stdout

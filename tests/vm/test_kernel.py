@@ -1,23 +1,19 @@
 """The kernel under review (issue: sources, patches, series walk), through the rig CLI on real kernels."""
 import json
-import subprocess
-import sys
 
 import pytest
 
 from rig.config import load_config
 
-from conftest import DATA, ROOT
+from conftest import DATA, ZEROING_FIX, run_rig
 
 pytestmark = pytest.mark.vm
 
-RIG = [sys.executable, "-m", "rig.cli"]
-FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 STALE = DATA / "patches" / "0001-PCI-P2PDMA-stale-context.patch"
 
 
-def rig(*args, timeout=1500):
-    return subprocess.run(RIG + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def rig(*args):
+    return run_rig(*args, timeout=1500)  # a patched kernel may be a rebuild
 
 
 def kernel_entries():
@@ -28,7 +24,7 @@ def kernel_entries():
 def test_shipped_fix_flips_the_leak_case_from_xfail_to_xpass(tmp_path):
     base = rig("run", "-k", "leak.data_after_free", "--out", tmp_path / "base")
     assert base.returncode == 0, base.stderr
-    fixed = rig("run", "--patch", FIX, "-k", "leak.data_after_free", "--out", tmp_path / "fixed")
+    fixed = rig("run", "--patch", ZEROING_FIX, "-k", "leak.data_after_free", "--out", tmp_path / "fixed")
     assert fixed.returncode == 0, fixed.stderr
     verdict = {}
     for name in ("base", "fixed"):
@@ -56,7 +52,7 @@ def test_a_patch_that_does_not_apply_is_exit_2_and_leaves_the_cache_clean():
 
 def test_series_walk_names_the_patch_that_changed_a_verdict(tmp_path):
     mbox = tmp_path / "series.mbox"
-    mbox.write_text(FIX.read_text())
+    mbox.write_text(ZEROING_FIX.read_text())
     r = rig("series", mbox, "-k", "leak.data_after_free", "-k", "mmap.private", "--out", tmp_path / "walk")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "leak.data_after_free: xfail -> xpass" in r.stdout
@@ -67,7 +63,7 @@ def test_series_walk_names_the_patch_that_changed_a_verdict(tmp_path):
 
 def test_series_walk_stops_at_a_patch_that_does_not_apply(tmp_path):
     mbox = tmp_path / "series.mbox"
-    mbox.write_text(FIX.read_text() + "\n" + STALE.read_text())
+    mbox.write_text(ZEROING_FIX.read_text() + "\n" + STALE.read_text())
     r = rig("series", mbox, "-k", "mmap.private", "--out", tmp_path / "walk")
     assert r.returncode == 2
     assert "STOPPED: patch 2" in r.stdout and "does not apply" in r.stdout

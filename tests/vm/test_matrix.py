@@ -1,25 +1,21 @@
 """`rig matrix`: cells as parallel VMs on one machine, without collision."""
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, ZEROING_FIX, run_rig
 
 pytestmark = pytest.mark.vm
 
-FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 
 
 def test_two_cells_run_at_once_without_collision(tmp_path):
     matrix = tmp_path / "m.yaml"
-    matrix.write_text(f"kernels: ['debian:6.12']\nprofiles: [default]\npatch_sets: [[], ['{FIX}']]\n"
+    matrix.write_text(f"kernels: ['debian:6.12']\nprofiles: [default]\npatch_sets: [[], ['{ZEROING_FIX}']]\n"
                       "select: ['sysfs.*', 'leak.data_after_free', 'mmap.shared_1m']\nparallel: 2\n")
     out = tmp_path / "matrix"
-    r = subprocess.run([sys.executable, "-m", "rig.cli", "matrix", str(matrix), "--out", str(out)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=1800)
+    r = run_rig("matrix", matrix, "--out", out, timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads((out / "matrix.json").read_text())
     assert data["parallel"] == 2 and len(data["cells"]) == 2

@@ -1,21 +1,12 @@
 """`rig race` on the real kernel: a clean short race, and each detector firing on something the guest really
 does (a WARN through gup_test, a panic through sysrq, a hung task through unbind during slowed peer I/O)."""
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import run_rig as rig
 
 pytestmark = pytest.mark.vm
-
-RIG = [sys.executable, "-m", "rig.cli"]
-
-
-def rig(*args, timeout=900):
-    return subprocess.run(RIG + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
 
 def race(tmp_path, *args):
     out = tmp_path / "race"
