@@ -6,6 +6,7 @@ The rig uploads guest-tests/ (with the C probes compiled on the host into bin/) 
 over SSH once per case. The markers in the kernel log let the rig cut the case's exact dmesg slice and
 attribute console splats to it.
 """
+import glob
 import json
 import os
 import signal
@@ -14,6 +15,56 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# the machine as the boot's first case found it; every case must leave it so (tmpfs: gone with the boot)
+BASELINE = "/run/p2pdma-rig-baseline.json"
+STATE_SETTLE_S = 3.0  # a child that exits after the probe returns can still hold a mapping for a moment
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def machine_state():
+    """What a case must not change: each NVMe function's driver and p2pmem files, and NVMe mounts."""
+    state = {}
+    for dev in sorted(glob.glob("/sys/bus/pci/devices/*")):
+        if not (_read(dev + "/class") or "").startswith("0x0108"):
+            continue
+        driver = os.path.basename(os.readlink(dev + "/driver")) if os.path.islink(dev + "/driver") else None
+        entry = {"driver": driver}
+        for name in ("size", "available", "published"):
+            entry["p2pmem/" + name] = _read(f"{dev}/p2pmem/{name}")
+        state[os.path.basename(dev)] = entry
+    with open("/proc/mounts") as f:
+        state["nvme mounts"] = sorted(line.split()[1] for line in f if line.startswith("/dev/nvme"))
+    return state
+
+
+def state_changes(baseline, now):
+    out = []
+    for key in sorted(set(baseline) | set(now)):
+        a, b = baseline.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key} {k}: {a.get(k)!r} at the start, {b.get(k)!r} now"
+                    for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(f"{key}: {a!r} at the start, {b!r} now")
+    return out
+
+
+def baseline_state():
+    try:
+        with open(BASELINE) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        state = machine_state()
+        with open(BASELINE, "w") as f:
+            json.dump(state, f)
+        return state
 
 
 def kmsg(text):
@@ -51,6 +102,7 @@ def main():
         out["stderr"] = f"no probe provides {case_id}"
         print(json.dumps(out))
         return 0
+    baseline = baseline_state()
     kmsg(f"begin {case_id}")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
@@ -63,6 +115,13 @@ def main():
         stdout, stderr = proc.communicate()
         out["timed_out"] = True
     out["duration_s"] = round(time.monotonic() - t0, 3)
+    settle = time.monotonic() + STATE_SETTLE_S
+    while True:
+        changed = state_changes(baseline, machine_state())
+        if not changed or time.monotonic() > settle:
+            break
+        time.sleep(0.1)
+    out["state_changed"] = changed
     kmsg(f"end {case_id}")
     out["rc"] = proc.returncode if proc.returncode >= 0 else None
     out["signal"] = -proc.returncode if proc.returncode < 0 else None

@@ -37,5 +37,18 @@ def warn_gup_longterm():
     return {"bytes_pinned": struct.unpack("QQQQ", bytes(buf[:32]))[3]}
 
 
+@case("keep a p2pmem mapping alive in a detached child after the probe returns: the rig must see the pool "
+      "short of its baseline, fail this case and give the next one a fresh VM")
+def leak_mapping():
+    fd = os.open(os.path.join(provider(), "p2pmem", "allocate"), os.O_RDWR)
+    m = mmap.mmap(fd, 4 * 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    m[0:1] = b"x"  # the fault takes the pages out of the pool
+    if os.fork() == 0:
+        os.setsid()  # outside the probe's process group: the watchdog does not reach it
+        time.sleep(3600)
+        os._exit(0)
+    return {"mapped": True}
+
+
 if __name__ == "__main__":
     sys.exit(main("selftest"))

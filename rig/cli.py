@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
 import platform
@@ -17,7 +16,7 @@ from pathlib import Path
 from rig import __version__, cli_report
 from rig.config import RigConfig, load_config
 from rig.errors import RigError
-from rig.expectations import load_expectations
+from rig.expectations import load_expectations, select_cases
 from rig.image import build_image, ensure_ssh_key, image_spec
 from rig.kernel import build_kernel, kernel_spec
 from rig.race import SCENARIOS as RACE_SCENARIOS
@@ -54,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
                      help="run only cases whose id matches (glob or substring; repeatable)")
     run.add_argument("--out", metavar="DIR", help="run directory (default: out/<run-id>)")
     run.add_argument("--semantics", choices=("merged", "v3"), help="expectations for which kernel semantics")
+    run.add_argument("--shuffle", type=int, metavar="SEED",
+                     help="run the cases of each machine in a random order that SEED repeats (isolation check)")
 
     k = sub.add_parser("kernel", help="build the kernel only and print the bzImage path")
     _common(k)
@@ -143,13 +144,6 @@ def _config(args: argparse.Namespace) -> RigConfig:
     return load_config(args.config, overrides)
 
 
-def select_cases(ids: list[str], patterns: tuple[str, ...] | list[str], manual: set[str] = frozenset()) -> list[str]:
-    """Cases whose id matches a pattern (glob or substring); no pattern = every case but the manual ones."""
-    if not patterns:
-        return [c for c in ids if c not in manual]
-    return [c for c in ids if any(fnmatch.fnmatchcase(c, p) or p in c for p in patterns)]
-
-
 def _new_run_dir(cfg: RigConfig, explicit: str | None, prefix: str = "") -> Path:
     if explicit:
         d = Path(explicit).resolve()
@@ -210,22 +204,24 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     exps = load_expectations()
-    for cid in select_cases(list(exps), args.select):
+    ids = select_cases(exps, args.select) if args.select else list(exps)
+    for cid in ids:
         e = exps[cid]
         flag = f"  [known issue: {e.known_issue.id}]" if e.known_issue else ""
         flag += f"  [topology: {e.topology}]" if e.topology != "default" else ""
-        flag += "  [manual: only with -k]" if e.manual else ""
+        flag += f"  [allows splats: {', '.join(e.allow_splats)}]" if e.allow_splats else ""
+        flag += "  [manual: only with -k <exact id>]" if e.manual else ""
         print(f"{cid:40s} §{e.section:12s} {json.dumps(e.expect)}{flag}")
     return 0
 
 
 def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list[str], expectations,
-               argv_for_reproduce: list[str]):
+               argv_for_reproduce: list[str], shuffle_seed: int | None = None):
     """Compile the probes, run the cases in VMs, write the run directory.
     Returns (results.json's data, the case results, the boots)."""
     from rig import probes as probesmod
     from rig.results import write_run
-    from rig.runner import Suite
+    from rig.runner import Suite, run_order
 
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     progress = Progress("run")
@@ -235,13 +231,13 @@ def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list
     suite = Suite(cfg, kernel, image, key, run_dir, expectations, probe_set, progress)
     try:
         with suite:
-            suite.run_all(case_ids)
+            suite.run_all(run_order(case_ids, expectations, shuffle_seed))
     finally:
         manifest = {
             "rig_version": __version__, "command": sys.argv, "config_file": cfg.source_file,
             "started": started, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "kernel": kernel.manifest, "image": image.recipe, "semantics": cfg.probes.semantics,
-            "selection": list(cfg.probes.select), "host": _host_facts(),
+            "selection": list(cfg.probes.select), "shuffle_seed": shuffle_seed, "host": _host_facts(),
             "accel": suite.boots[0].accel if suite.boots else None,
             "qemu_cmdlines": [b.qemu_cmdline for b in suite.boots],
             "reproduce": shlex.join(argv_for_reproduce),
@@ -251,7 +247,7 @@ def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list
 
 
 def _selected(cfg: RigConfig, expectations) -> list[str]:
-    case_ids = select_cases(list(expectations), cfg.probes.select, {c for c, e in expectations.items() if e.manual})
+    case_ids = select_cases(expectations, cfg.probes.select)
     if not case_ids:
         raise RigError(f"no case matches {list(cfg.probes.select)}; `rig list` shows the case ids")
     return case_ids
@@ -269,13 +265,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = _new_run_dir(cfg, args.out)
     _link_latest(run_dir, "latest")
     reproduce = ["rig", "run"] + (["--config", cfg.source_file] if args.config else []) + \
-        shlex.split(kernel.manifest["reproduce"])[2:] + [a for p in cfg.probes.select for a in ("-k", p)]
-    data, results, boots = _run_cases(cfg, kernel, image, key, run_dir, case_ids, expectations, reproduce)
+        shlex.split(kernel.manifest["reproduce"])[2:] + [a for p in cfg.probes.select for a in ("-k", p)] + \
+        (["--shuffle", str(args.shuffle)] if args.shuffle is not None else [])
+    data, results, boots = _run_cases(cfg, kernel, image, key, run_dir, case_ids, expectations, reproduce,
+                                      args.shuffle)
     print()
     print(summary_table(results))
     for b in boots:
         for s in b.splats:
-            print(f"  SPLAT (boot {b.boot}): {s['title']}")
+            where = f"in {s.owner}" if s.owner else "outside every case"
+            print(f"  SPLAT (boot {b.boot}, {where}{', allowed by its expectation' if s.allowed else ''}): {s.title}")
     print(f"\nresults: {run_dir / 'results.json'}  (exit {data['exit_code']})")
     return data["exit_code"]
 

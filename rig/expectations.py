@@ -1,6 +1,7 @@
 """guest-tests/expectations.yaml -> expectations and known issues -> a verdict for an observation. Pure."""
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,11 +11,12 @@ import yaml
 
 from rig.config import REPO_ROOT
 from rig.errors import ConfigError
+from rig.model import Verdict
 
 EXPECTATIONS_FILE = REPO_ROOT / "guest-tests" / "expectations.yaml"
 
-VERDICTS = ("pass", "fail", "xfail", "xpass", "skip", "error")
 HOST_ACTIONS = ("device_del",)
+CASE_KEYS = {"section", "expect", "expect_v3", "dmesg", "topology", "host_action", "manual", "allow_splats"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class KnownIssue:
     cases: tuple[str, ...]
     reason: str
     section: str
+    # what the buggy kernel shows (same form as `expect`): XFAIL only when the observation matches it
+    signature: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,13 @@ class Expectation:
     topology: str = "default"  # the machine the case needs (rig.yaml `topologies`)
     # done by the host once the probe logs "p2pdma-rig: ready <id>": "device_del <qdev id>" (QMP)
     host_action: str = ""
-    # run only when selected by name (-k): cases that crash or hang the guest on purpose (rig self-tests)
+    # run only when selected by their exact id (-k): cases that crash or hang the guest on purpose (self-tests)
     manual: bool = False
+    # regexes (re.fullmatch) of splat titles this case provokes on purpose; any other splat fails it
+    allow_splats: tuple[str, ...] = ()
+
+    def allows(self, splat_title: str) -> bool:
+        return any(re.fullmatch(p, splat_title) for p in self.allow_splats)
 
     @property
     def area(self) -> str:
@@ -51,7 +60,7 @@ class Expectation:
 
 @dataclass(frozen=True)
 class Judgement:
-    verdict: str
+    verdict: Verdict
     expected: dict
     mismatches: list[str] = field(default_factory=list)
     reason: str = ""
@@ -66,8 +75,11 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
         raise ConfigError(f"{path}: needs a 'cases' mapping")
     issues: dict[str, KnownIssue] = {}
     for raw in data.get("known_issues") or []:
+        if not isinstance(raw.get("signature"), dict) or not raw["signature"]:
+            raise ConfigError(f"{path}: known issue {raw.get('id')} needs a 'signature': the observation keys the "
+                              "buggy kernel shows (same form as 'expect'), so that only that bug is XFAIL")
         issue = KnownIssue(raw["id"], tuple(raw["cases"]), " ".join(str(raw["reason"]).split()),
-                           str(raw.get("section", "")))
+                           str(raw.get("section", "")), dict(raw["signature"]))
         for cid in issue.cases:
             if cid not in data["cases"]:
                 raise ConfigError(f"{path}: known issue {issue.id} names unknown case {cid}")
@@ -78,12 +90,20 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
             raise ConfigError(f"{path}: case {cid!r} needs an 'area.name' id and an 'expect' mapping")
         if not raw.get("section"):
             raise ConfigError(f"{path}: case {cid!r} needs a 'section' of p2pdma-behaviour.md")
-        unknown = set(raw) - {"section", "expect", "expect_v3", "dmesg", "topology", "host_action", "manual"}
+        unknown = set(raw) - CASE_KEYS
         if unknown:
             raise ConfigError(f"{path}: case {cid!r} has unknown key(s) {', '.join(sorted(unknown))}")
+        allow = raw.get("allow_splats") or []
+        if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+            raise ConfigError(f"{path}: case {cid!r}: allow_splats must be a list of splat title regexes")
+        for a in allow:
+            try:
+                re.compile(a)
+            except re.error as e:
+                raise ConfigError(f"{path}: case {cid!r}: allow_splats entry {a!r} is not a regex: {e}")
         out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(cid),
                                tuple(raw.get("dmesg") or ()), str(raw.get("topology", "default")),
-                               str(raw.get("host_action", "")), bool(raw.get("manual", False)))
+                               str(raw.get("host_action", "")), bool(raw.get("manual", False)), tuple(allow))
         action = out[cid].host_action.split()
         if action and (action[0] not in HOST_ACTIONS or len(action) != 2):
             raise ConfigError(f"{path}: case {cid!r}: host_action must be one of "
@@ -122,13 +142,13 @@ def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged"
     if exp.dmesg:
         expected = {**expected, "dmesg": list(exp.dmesg)}
     if problem:
-        return Judgement("error" if probe_result is None else "fail", expected, [], problem)
+        return Judgement(Verdict.ERROR if probe_result is None else Verdict.FAIL, expected, [], problem)
     if probe_result is None:
-        return Judgement("error", expected, [], "the probe printed no result")
+        return Judgement(Verdict.ERROR, expected, [], "the probe printed no result")
     if "skip" in probe_result:
-        return Judgement("skip", expected, [], str(probe_result["skip"]))
+        return Judgement(Verdict.SKIP, expected, [], str(probe_result["skip"]))
     if "error" in probe_result:
-        return Judgement("error", expected, [], f"probe could not run: {probe_result['error']}")
+        return Judgement(Verdict.ERROR, expected, [], f"probe could not run: {probe_result['error']}")
     observed = probe_result.get("obs") or {}
     mismatches = compare(exp.for_semantics(semantics), observed)
     for pattern in exp.dmesg:
@@ -136,7 +156,26 @@ def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged"
             mismatches.append(f"dmesg: expected a line matching {pattern!r}, none logged during the case")
     issue = exp.known_issue
     if issue:
-        if mismatches:
-            return Judgement("xfail", expected, mismatches, f"known issue {issue.id}: {issue.reason}")
-        return Judgement("xpass", expected, [], f"known issue {issue.id} did not show: the kernel may fix it")
-    return Judgement("fail" if mismatches else "pass", expected, mismatches)
+        if not mismatches:
+            return Judgement(Verdict.XPASS, expected, [], f"known issue {issue.id} did not show: the kernel may fix it")
+        off_signature = compare(issue.signature, observed)
+        if not off_signature:
+            return Judgement(Verdict.XFAIL, expected, mismatches, f"known issue {issue.id}: {issue.reason}")
+        # neither correct nor the known bug: a new wrong behaviour
+        return Judgement(Verdict.FAIL, expected, mismatches + [f"not the known issue {issue.id} either: " + m
+                                                             for m in off_signature],
+                         f"neither the correct behaviour nor the signature of known issue {issue.id}")
+    return Judgement(Verdict.FAIL if mismatches else Verdict.PASS, expected, mismatches)
+
+
+def select_cases(expectations: dict[str, Expectation], patterns: tuple[str, ...] | list[str]) -> list[str]:
+    """Cases whose id matches a pattern (glob or substring); no pattern = every case but the manual ones.
+    A manual case (it crashes or hangs the guest on purpose) is run only when a pattern is its exact id."""
+    out = []
+    for cid, exp in expectations.items():
+        if exp.manual:
+            if cid in patterns:
+                out.append(cid)
+        elif not patterns or any(fnmatch.fnmatchcase(cid, p) or p in cid for p in patterns):
+            out.append(cid)
+    return out

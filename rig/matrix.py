@@ -21,7 +21,7 @@ import yaml
 
 from rig.config import REPO_ROOT
 from rig.errors import ConfigError
-from rig.expectations import VERDICTS
+from rig.model import VERDICTS
 
 MATRIX_KEYS = {"kernels", "profiles", "patch_sets", "select", "parallel"}
 
@@ -68,8 +68,12 @@ def load_matrix(path: Path) -> Matrix:
         resolved = tuple(str((path.parent / p).resolve()) if not Path(p).is_absolute() else p for p in patches)
         tag = "nopatch" if not patches else f"patches{i}"
         cells.append(Cell(f"{_slug(str(source))}-{profile}-{tag}", str(source), str(profile), resolved))
+    select = data.get("select", [])
+    if not isinstance(select, list) or not all(isinstance(p, str) and p for p in select):
+        raise ConfigError(f"{path}: 'select' must be a list of case id patterns, e.g. select: [\"mmap.*\"] "
+                          f"(got {select!r}); a manual case is selected only by its exact id")
     parallel = int(data.get("parallel", max(1, (os.cpu_count() or 2) // 2)))
-    return Matrix(tuple(cells), tuple(data.get("select", [])), max(1, parallel))
+    return Matrix(tuple(cells), tuple(select), max(1, parallel))
 
 
 def _run_cell(cell: Cell, matrix: Matrix, out: Path, config: str | None) -> dict:

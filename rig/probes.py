@@ -33,6 +33,9 @@ class CaseRun:
     problem: str  # what went wrong around the probe ("" if nothing)
     duration_s: float
     stderr: str
+    # how the machine differs from its state at the boot's first case after this one ("" = as found):
+    # provider driver, p2pmem files and `available`, NVMe mounts (run_case.py reads them)
+    state_change: str = ""
 
 
 def c_sources(root: Path = GUEST_TESTS) -> list[Path]:
@@ -126,4 +129,4 @@ def run_case(vm, case_id: str, timeout_s: float, during=None) -> CaseRun:
     elif out.get("result") is None:
         problem = f"the probe printed no result (exit {out.get('rc')}): {out.get('stderr', '').strip()[-300:]}"
     return CaseRun(case_id, out.get("result"), problem, float(out.get("duration_s") or 0.0),
-                   out.get("stderr", ""))
+                   out.get("stderr", ""), "; ".join(out.get("state_changed") or []))

@@ -19,13 +19,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rig import console as consolemod
 from rig.config import REPO_ROOT, RigConfig
 from rig.errors import BuildError, ConfigError, GuestError
 from rig.image import GuestImage, SshKey
-from rig.kernel import KernelBuild, decode_stacktrace
+from rig.kernel import KernelBuild
 from rig.progress import Progress
-from rig.vm import RunningVM, start_vm
+from rig.session import VMSession
+from rig.vm import RunningVM
 
 RACER_SOURCE = REPO_ROOT / "guest-tests" / "race" / "racer.c"
 SCENARIOS = ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect", "odirect-unbind",
@@ -94,41 +94,55 @@ def compile_racer(kernel: KernelBuild, out: Path) -> Path:
     return out
 
 
+@dataclass
+class _GuestRacer:
+    """The racer command running over SSH in a thread: its result or why it has none."""
+
+    vm: RunningVM
+    command: str
+    timeout: float
+    result: object = None  # CommandResult
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._drive, daemon=True)
+        self.thread.start()
+
+    def _drive(self) -> None:
+        try:
+            self.result = self.vm.run(self.command, timeout=self.timeout)
+        except GuestError as e:
+            self.error = str(e)
+
+    def counters(self) -> dict | None:
+        """The racer's closing JSON line, or None."""
+        out = self.result.stdout if self.result is not None else ""
+        line = next((ln for ln in reversed(out.splitlines()) if ln.startswith("{")), None)
+        return json.loads(line) if line else None
+
+
+@dataclass
+class _Removals:
+    """Host side of `surprise-removal`: QMP device_del / device_add cycles of the provider."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    count: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
 class Race:
     def __init__(self, cfg: RigConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, run_dir: Path,
                  spec: RaceSpec, progress: Progress | None = None):
-        self.cfg, self.kernel, self.image, self.key = cfg, kernel, image, key
+        self.cfg, self.kernel = cfg, kernel
         self.run_dir = run_dir
         self.spec = spec
         self.progress = progress or Progress("race")
-        self.vm: RunningVM | None = None
-        self.boots = 0
-        self.topology = ""
-        self.machine = cfg.machine
         self.racer = compile_racer(kernel, run_dir / "racer")
+        self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress, prepare=self._prepare)
 
-    def _boot(self, topology: str) -> RunningVM:
-        self.boots += 1
-        self.machine = self.cfg.machine_for(topology)
-        self.topology = topology
-        vm = start_vm(self.machine, self.kernel, self.image, self.key, self.run_dir / f"boot-{self.boots}",
-                      boot=self.boots, progress=self.progress)
+    def _prepare(self, vm: RunningVM, _workdir: Path) -> None:
         vm.put(self.racer, "/root/racer")
         vm.run(f"chmod +x /root/racer; echo {self.spec.hung_task_timeout_s} > /proc/sys/kernel/hung_task_timeout_secs")
-        self.progress.note(f"VM {self.boots} up in {vm.ready_s:.1f}s; ssh: {vm.ssh_command()}")
-        self.vm = vm
-        return vm
-
-    def _stop_vm(self, keep_dmesg: bool = True) -> None:
-        vm, self.vm = self.vm, None
-        if vm is None:
-            return
-        if keep_dmesg and vm.alive():
-            try:
-                (vm.workdir / "dmesg.txt").write_text(vm.run("dmesg", timeout=20).stdout)
-            except GuestError:
-                pass
-        vm.stop()
 
     def _task_dumps(self, vm: RunningVM) -> None:
         """A guest that stopped answering: ask the kernel for blocked-task and all-task dumps via sysrq."""
@@ -139,116 +153,105 @@ class Race:
                 return
             time.sleep(2)
 
-    def _surprise_removals(self, vm: RunningVM, until: float, done: threading.Event, counter: list) -> None:
-        """Host side of `surprise-removal`: QMP device_del of the provider, then device_add of the same
-        controller on the same slot, again and again; the device is back before the workers finish."""
+    def _surprise_removals(self, vm: RunningVM, until: float, removals: _Removals) -> None:
+        """Remove the provider with QMP device_del, then device_add the same controller on the same slot, again
+        and again; the device is back before the workers finish."""
         from rig.qemu import NvmeDrive, hotplug_slot, nvme_device
 
-        drives = [NvmeDrive(Path("-"), n.cmb_size_mb, n.attach, n.latency_ns, n.namespace_mb) for n in self.machine.nvme]
+        machine = self.cfg.machine_for(SCENARIO_TOPOLOGY["surprise-removal"])
+        drives = [NvmeDrive(Path("-"), n.cmb_size_mb, n.attach, n.latency_ns, n.namespace_mb) for n in machine.nvme]
         props = nvme_device(0, drives[0], hotplug_slot(drives, 0))
         rng = random.Random(self.spec.seed)
         # not before the racer has read its baseline: a removal frees the driver's queues in the pool
         assert vm.console
         vm.console.wait_for("p2pdma-race: start scenario=surprise-removal", 30)
-        done.wait(2)
-        while not done.is_set() and time.monotonic() < until - 12:
+        removals.done.wait(2)
+        while not removals.done.is_set() and time.monotonic() < until - 12:
             try:
                 vm.qmp("device_del", id="nvme0")
-                done.wait(4 + rng.random() * 2)  # the guest's hotplug driver takes a few seconds
+                removals.done.wait(4 + rng.random() * 2)  # the guest's hotplug driver takes a few seconds
                 vm.qmp("device_add", **props)
-                counter[0] += 1
-                done.wait(3 + rng.random() * 2)
+                removals.count += 1
+                removals.done.wait(3 + rng.random() * 2)
             except Exception as e:  # noqa: BLE001 - a QMP error ends the cycling; the guest side reports
-                counter.append(str(e))
+                removals.errors.append(str(e))
                 return
 
-    def run_scenario(self, scenario: str) -> ScenarioResult:
-        topology = SCENARIO_TOPOLOGY.get(scenario, "default")
-        if self.vm and self.topology != topology:
-            self._stop_vm()
-        vm = self.vm if self.vm and self.vm.alive() else self._boot(topology)
+    def _watch(self, vm: RunningVM, scenario: str, racer: _GuestRacer, t0: float) -> tuple[str, str]:
+        """Follow the racer until it ends or something breaks: (verdict, note). Live status from its progress
+        lines; a splat in the scenario's console slice, a dead QEMU, or no progress for hang_s stop it."""
         assert vm.console
-        start_line = len(vm.console.text().splitlines())
-        seconds = self.spec.seconds
-        cmd = f"/root/racer {scenario} {seconds:g} {self.spec.workers} {self.spec.seed} {self.spec.cycles}"
-        box: dict = {}
-
-        def drive():
-            try:
-                box["result"] = vm.run(cmd, timeout=seconds + self.spec.hang_s + 60)
-            except GuestError as e:
-                box["error"] = str(e)
-
-        worker = threading.Thread(target=drive, daemon=True)
-        t0 = time.monotonic()
-        worker.start()
-        host_done, removals = threading.Event(), [0]
-        if scenario == "surprise-removal":
-            threading.Thread(target=self._surprise_removals, args=(vm, t0 + seconds, host_done, removals),
-                             daemon=True).start()
-        last_progress_t, last_progress = time.monotonic(), None
-        verdict, splats, hang_note = "ok", [], ""
-        while worker.is_alive():
-            worker.join(0.5)
-            lines = vm.console.text().splitlines()[start_line:]
-            found = consolemod.find_splats("\n".join(lines))
+        last_progress, last_progress_t = None, time.monotonic()
+        while racer.thread.is_alive():
+            racer.thread.join(0.5)
+            found, text = self.session.slice_splats(f"race.{scenario}")
             if found:
-                splats = found
-                verdict = "crash" if any(s.fatal for s in found) or not vm.alive() else "splat"
-                break
+                return ("crash" if any(s.fatal for s in found) or not vm.alive() else "splat"), ""
             if not vm.alive():
-                verdict = "crash"
-                break
-            prog = next((m for m in map(_PROGRESS.search, reversed(lines)) if m), None)
+                return "crash", ""
+            prog = next((m for m in map(_PROGRESS.search, reversed(text.splitlines())) if m), None)
             if prog and prog.group(0) != last_progress:
                 last_progress, last_progress_t = prog.group(0), time.monotonic()
                 it, cyc, bus = int(prog.group(2)), int(prog.group(3)), int(prog.group(4))
                 el = max(time.monotonic() - t0, 0.001)
-                self.progress.update(f"{scenario}: {el:4.0f}s/{seconds:g}s  {it} iterations  {cyc} cycles "
+                self.progress.update(f"{scenario}: {el:4.0f}s/{self.spec.seconds:g}s  {it} iterations  {cyc} cycles "
                                      f"({cyc / el:.2f}/s)  {bus} SIGBUS  0 splats")
             if time.monotonic() - last_progress_t > self.spec.hang_s:
-                verdict = "hang"
                 try:
                     vm.run("true", timeout=10)
-                    hang_note = f"no progress for {self.spec.hang_s:g}s (the guest still answers SSH)"
+                    note = f"no progress for {self.spec.hang_s:g}s (the guest still answers SSH)"
                 except GuestError:
-                    hang_note = f"no progress and no SSH for {self.spec.hang_s:g}s"
+                    note = f"no progress and no SSH for {self.spec.hang_s:g}s"
                 self._task_dumps(vm)
-                break
-        host_done.set()
+                return "hang", note
+        return "ok", ""
+
+    def run_scenario(self, scenario: str) -> ScenarioResult:
+        vm = self.session.vm_for(SCENARIO_TOPOLOGY.get(scenario, "default"))
+        boot = self.session.boots[-1].boot
+        seconds = self.spec.seconds
+        # kmsg markers give the scenario its console slice, as run_case.py does for a case
+        cmd = (f"echo 'p2pdma-rig: begin race.{scenario}' > /dev/kmsg; "
+               f"/root/racer {scenario} {seconds:g} {self.spec.workers} {self.spec.seed} {self.spec.cycles}; "
+               f"rc=$?; echo 'p2pdma-rig: end race.{scenario}' > /dev/kmsg; exit $rc")
+        t0 = time.monotonic()
+        racer = _GuestRacer(vm, cmd, seconds + self.spec.hang_s + 60)
+        removals = _Removals()
+        if scenario == "surprise-removal":
+            threading.Thread(target=self._surprise_removals, args=(vm, t0 + seconds, removals), daemon=True).start()
+        verdict, note = self._watch(vm, scenario, racer, t0)
+        removals.done.set()
         elapsed = time.monotonic() - t0
         counters: dict = {}
-        broken: list[str] = [hang_note] if hang_note else []
+        broken: list[str] = [note] if note else []
         if verdict == "ok":
-            worker.join(seconds + self.spec.hang_s + 90)
-            res = box.get("result")
-            line = next((ln for ln in reversed(res.stdout.splitlines()) if ln.startswith("{")), None) if res else None
-            if line is None:
-                verdict, broken = "hang" if "error" in box else "invariant", [box.get("error") or "racer printed no result"]
+            racer.thread.join(seconds + self.spec.hang_s + 90)
+            got = racer.counters()
+            if got is None:
+                verdict, broken = ("hang" if racer.error else "invariant"), [racer.error or "racer printed no result"]
             else:
-                counters = json.loads(line)
+                counters = got
                 broken = counters.pop("broken", [])
                 if "error" in counters:
                     broken = [counters["error"]]
                 if scenario == "surprise-removal":
-                    counters["cycles"] = removals[0]  # removals + re-adds done by the host
-                    broken += [f"QMP: {e}" for e in removals[1:]]
+                    counters["cycles"] = removals.count  # removals + re-adds done by the host
+                    broken += [f"QMP: {e}" for e in removals.errors]
                 verdict = "invariant" if broken else "ok"
                 elapsed = counters.get("seconds", elapsed)
-        time.sleep(1.0 if verdict != "ok" else 0)  # let the rest of a report reach the console
-        if verdict in ("splat", "crash", "hang") and not splats:
-            splats = consolemod.find_splats("\n".join(vm.console.text().splitlines()[start_line:]))
-        decoded = ""
-        if splats:
-            decoded = decode_stacktrace(self.kernel, "\n".join(s.text for s in splats))
-        result = ScenarioResult(scenario, self.boots, verdict, round(elapsed, 1), counters, broken,
-                                [s.as_dict() for s in splats], decoded)
         if verdict != "ok":
-            self._stop_vm(keep_dmesg=verdict != "crash")
+            time.sleep(1.0)  # let the rest of a report reach the console
+        found, _text = self.session.slice_splats(f"race.{scenario}") if vm.console else ([], "")
+        splats = [self.session.record(s, boot, owner=f"race.{scenario}") for s in found]
+        decoded = "\n".join(s.decoded for s in splats if s.decoded)
+        result = ScenarioResult(scenario, boot, verdict, round(elapsed, 1), counters, broken,
+                                [asdict(s) for s in splats], decoded)
+        if verdict != "ok":
+            self.session.retire(f"{scenario}: {verdict}")
         return result
 
     def run(self) -> list[ScenarioResult]:
-        results = []
+        results: list[ScenarioResult] = []
         try:
             for scenario in self.spec.scenarios:
                 r = self.run_scenario(scenario)
@@ -261,8 +264,23 @@ class Race:
                 if r.verdict != "ok":
                     break  # first failure: stop and keep everything
         finally:
-            self._stop_vm()
-        return results
+            self.session.close()
+        return results + self.console_results(results)
+
+    def console_results(self, results: list[ScenarioResult]) -> list[ScenarioResult]:
+        """A `kernel.console` result for every boot with a report that no scenario was judged on (at boot,
+        between scenarios, after the last one): every splat counts."""
+        judged = {(r.boot, s["line"]) for r in results for s in r.splats}
+        out = []
+        for b in self.session.boots:
+            stray = [s for s in b.splats if (b.boot, s.line) not in judged]
+            if stray:
+                verdict = "crash" if any(s.crash for s in stray) else "splat"
+                out.append(ScenarioResult(f"kernel.console.boot-{b.boot}", b.boot, verdict, 0.0, {},
+                                          [f"{s.title} ({'in ' + s.owner if s.owner else 'outside every scenario'})"
+                                           for s in stray], [asdict(s) for s in stray],
+                                          "\n".join(s.decoded for s in stray if s.decoded)))
+        return out
 
 
 def write_race(run_dir: Path, spec: RaceSpec, results: list[ScenarioResult], kernel: KernelBuild, profile: str,
@@ -273,7 +291,9 @@ def write_race(run_dir: Path, spec: RaceSpec, results: list[ScenarioResult], ker
         "spec": asdict(spec),
         "results": [dict(asdict(r), cycles_per_s=round(r.cycles_per_s, 3)) for r in results],
         "failed": failed.scenario if failed else None,
-        "reproduce": spec.reproducer(profile, failed.scenario if failed else None),
+        # a failing kernel.console result (a report outside every scenario) is reproduced by the whole spec
+        "reproduce": spec.reproducer(profile, failed.scenario if failed and failed.scenario in spec.scenarios
+                                     else None),
         "kernel": kernel.manifest,
         "qemu_cmdlines": qemu_cmdlines,
     }

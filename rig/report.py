@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from rig.errors import RigError
-from rig.expectations import VERDICTS
+from rig.model import VERDICTS
 EXIT_MEANING = {0: "every case passed", 1: "a case failed or could not run", 2: "harness or configuration error",
                 3: "the guest kernel crashed", 130: "interrupted"}
 

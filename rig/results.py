@@ -9,18 +9,15 @@ from collections import Counter, OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 
-from rig.console import is_crash
 from rig.errors import EXIT_CASE_FAILED, EXIT_GUEST_CRASH, EXIT_OK
-from rig.expectations import VERDICTS
-from rig.runner import BootRecord, CaseResult
-
-FAILING = ("fail", "error")
+from rig.model import FAILING, VERDICTS, BootRecord, CaseResult
 
 
 def exit_code(results: list[CaseResult], boots: list[BootRecord]) -> int:
-    crashed = any(s.get("fatal") for b in boots for s in b.splats) or any(
-        is_crash(s.get("kind", ""), bool(s.get("fatal"))) for r in results for s in r.splats
-    )
+    """3 when the guest kernel crashed (Oops, BUG, KASAN, panic) anywhere, in a case or outside every case
+    (each boot's kernel.console result holds the latter); 1 when a case failed; else 0."""
+    crashed = any(s.crash and not s.allowed for r in results for s in r.splats) or any(
+        s.crash and not s.allowed for b in boots for s in b.splats)
     if crashed:
         return EXIT_GUEST_CRASH
     if any(r.verdict in FAILING for r in results):
@@ -37,7 +34,7 @@ def to_json(results: list[CaseResult], boots: list[BootRecord], manifest: dict) 
         "summary": dict(counts(results)),
         "exit_code": exit_code(results, boots),
         "cases": [asdict(r) for r in results],
-        "splats": [dict(s, boot=b.boot) for b in boots for s in b.splats],
+        "splats": [asdict(s) for b in boots for s in b.splats],
         "boots": [
             {"boot": b.boot, "topology": b.topology, "ready_s": b.ready_s, "accel": b.accel, "ended_by": b.ended_by,
              "qemu_cmdline": b.qemu_cmdline, "dir": str(b.workdir)}

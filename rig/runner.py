@@ -1,129 +1,64 @@
-"""Runs probe cases in VMs with isolation: a case that crashes or hangs the guest fails alone, the rig saves
-what it saw, boots a fresh VM and goes on. Shared by `rig run` and the pytest session fixture."""
+"""Runs probe cases in VMs with isolation: a case that crashes or hangs the guest, or leaves the machine in
+another state than it found it, fails alone; the rig boots a fresh VM and goes on. Every kernel report counts:
+one inside a case judges that case, one outside every case fails the boot's `kernel.console` result.
+Shared by `rig run` and the pytest session fixture."""
 from __future__ import annotations
 
+import random
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from rig import console as consolemod
 from rig import probes as probesmod
 from rig.config import RigConfig
 from rig.errors import ConfigError, GuestError
 from rig.expectations import Expectation, judge
 from rig.image import GuestImage, SshKey
-from rig.kernel import KernelBuild, decode_stacktrace, has_dwarf
+from rig.kernel import KernelBuild
+from rig.model import BootRecord, CaseResult, Verdict
 from rig.progress import Progress
-from rig.vm import RunningVM, start_vm
+from rig.session import VMSession
+from rig.vm import RunningVM
+
+CONSOLE_AREA = "kernel"
 
 
-@dataclass
-class CaseResult:
-    id: str
-    area: str
-    description: str
-    section: str
-    verdict: str
-    expected: dict
-    observed: dict | None
-    mismatches: list[str]
-    reason: str
-    duration_s: float
-    boot: int
-    dmesg: str
-    splats: list[dict] = field(default_factory=list)
-    known_issue: str | None = None
-
-    def failure_text(self) -> str:
-        lines = [f"{self.id}: {self.verdict}" + (f" ({self.reason})" if self.reason else "")]
-        lines.append(f"  expected: {self.expected}")
-        lines.append(f"  observed: {self.observed}")
-        lines += [f"  mismatch: {m}" for m in self.mismatches]
-        for s in self.splats:
-            lines.append(f"  splat: {s['title']}")
-            if s.get("decoded"):
-                lines.append(f"  decoded trace of {s['title']} (scripts/decode_stacktrace.sh):")
-                lines += ["    " + ln for ln in s["decoded"].splitlines()[:80]]
-        if self.dmesg:
-            lines.append("  dmesg during the case:")
-            lines += ["    " + ln for ln in self.dmesg.splitlines()[-40:]]
-        return "\n".join(lines)
+def console_case_id(boot: int) -> str:
+    return f"{CONSOLE_AREA}.console.boot-{boot}"
 
 
-@dataclass
-class BootRecord:
-    boot: int
-    topology: str
-    workdir: Path
-    ready_s: float | None
-    accel: str
-    qemu_cmdline: str
-    splats: list[dict] = field(default_factory=list)
-    ended_by: str = ""
+def run_order(case_ids: list[str], expectations: dict[str, Expectation], shuffle_seed: int | None) -> list[str]:
+    """Cases grouped by the machine they need (one boot per topology, in first-use order); with a seed, the
+    cases of each group in a random order that the seed repeats."""
+    groups: dict[str, list[str]] = {}
+    for cid in case_ids:
+        groups.setdefault(expectations[cid].topology, []).append(cid)
+    rng = random.Random(shuffle_seed)
+    out: list[str] = []
+    for ids in groups.values():
+        if shuffle_seed is not None:
+            rng.shuffle(ids)
+        out += ids
+    return out
 
 
 class Suite:
-    def __init__(self, cfg: RigConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, run_dir: Path,
+    def __init__(self, cfg: RigConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, run_dir,
                  expectations: dict[str, Expectation], probe_set: probesmod.ProbeSet,
                  progress: Progress | None = None):
         self.cfg = cfg
-        self.kernel = kernel
-        self.image = image
-        self.key = key
-        self.run_dir = run_dir
         self.expectations = expectations
         self.probe_set = probe_set
         self.progress = progress or Progress("run")
-        self.vm: RunningVM | None = None
-        self.boots: list[BootRecord] = []
+        self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress,
+                                 prepare=lambda vm, workdir: probesmod.upload(vm, probe_set, workdir),
+                                 on_retire=self._judge_console)
         self.results: list[CaseResult] = []
-        self._decoded: dict[str, str] = {}  # splat text -> decoded trace (a case's splat is also its boot's)
 
-    def _splat_dict(self, splat: consolemod.Splat) -> dict:
-        """A splat as results.json keeps it, with its trace decoded against this kernel's vmlinux."""
-        if splat.text not in self._decoded:
-            self._decoded[splat.text] = decode_stacktrace(self.kernel, splat.text)
-        d = splat.as_dict()
-        if self._decoded[splat.text]:
-            d["decoded"] = self._decoded[splat.text]
-            if not has_dwarf(self.kernel):
-                d["decoded_note"] = ("this kernel has no DWARF (CONFIG_DEBUG_INFO off), so file:line shows as '?'; "
-                                     "run with --profile debug to get them")
-        return d
-
-    # ------------------------------------------------------------ VM lifecycle
-    def _boot(self, topology: str) -> RunningVM:
-        n = len(self.boots) + 1
-        workdir = self.run_dir / f"boot-{n}"
-        self.progress.update(f"booting VM {n} (topology {topology})")
-        machine = self.cfg.machine_for(topology)
-        vm = start_vm(machine, self.kernel, self.image, self.key, workdir, boot=n, progress=self.progress)
-        self.boots.append(BootRecord(n, topology, workdir, vm.ready_s, vm.cmd.accel, vm.cmd.shell()))
-        self.progress.note(f"VM {n} ({topology}) up in {vm.ready_s:.1f}s ({vm.cmd.accel}: {vm.cmd.accel_reason}); "
-                           f"ssh: {vm.ssh_command()}")
-        probesmod.upload(vm, self.probe_set, workdir)
-        self.vm = vm
-        return vm
-
-    def _retire(self, why: str) -> None:
-        """Stop the current VM, keeping its console and (if it still answers) its dmesg."""
-        vm, self.vm = self.vm, None
-        if vm is None:
-            return
-        rec = self.boots[-1]
-        rec.ended_by = why
-        try:
-            if vm.alive():
-                r = vm.run("dmesg", timeout=20)
-                (rec.workdir / "dmesg.txt").write_text(r.stdout)
-        except GuestError:
-            pass
-        vm.stop()
-        text = (rec.workdir / "console.log").read_text(errors="replace") if (rec.workdir / "console.log").exists() else ""
-        rec.splats = [self._splat_dict(s) for s in consolemod.find_splats(text)]
+    @property
+    def boots(self) -> list[BootRecord]:
+        return self.session.boots
 
     def close(self) -> None:
-        self._retire("end of run")
+        self.session.close()
 
     def __enter__(self) -> "Suite":
         return self
@@ -136,9 +71,7 @@ class Suite:
         exp = self.expectations[case_id]
         if exp.topology not in ("default", *self.cfg.topologies):
             raise ConfigError(f"case {case_id} needs topology {exp.topology!r}, which rig.yaml does not define")
-        if self.vm and self.boots[-1].topology != exp.topology:
-            self._retire(f"next case needs topology {exp.topology}")
-        vm = self.vm if self.vm and self.vm.alive() else self._boot(exp.topology)
+        vm = self.session.vm_for(exp.topology)
         boot = self.boots[-1].boot
         timeout = float(self.cfg.probes.case_timeout_s)
         self.progress.update(f"{case_id}")
@@ -154,34 +87,36 @@ class Suite:
         assert vm.console
         vm.console.wait_for(f"p2pdma-rig: end {case_id}", 3.0 if not guest_lost else 1.0,
                             stop_if=lambda: not vm.alive())
-        text = vm.console.text()
-        sl = consolemod.case_slices(text).get(case_id)
-        lines = text.splitlines()
-        splats = consolemod.splats_in(consolemod.find_splats(text), sl) if sl else []
-        dmesg = sl.text(lines) if sl else ""
+        found, dmesg = self.session.slice_splats(case_id)
+        splats = [self.session.record(s, boot, owner=case_id, allowed=exp.allows(s.title)) for s in found]
 
-        problem = run.problem
-        if guest_lost or not vm.alive():
-            why = guest_lost or "QEMU exited"
-            problem = f"the guest stopped answering during the case ({why})"
-        if splats:
-            problem = (problem + "; " if problem else "") + "kernel splat: " + "; ".join(s.title for s in splats)
-        judgement = judge(exp, run.result, self.cfg.probes.semantics, problem, dmesg)
-        verdict = judgement.verdict
+        problems = [run.problem] if run.problem else []
+        lost = bool(guest_lost) or not vm.alive()
+        if lost:
+            problems.append(f"the guest stopped answering during the case ({guest_lost or 'QEMU exited'})")
+        failing = [s for s in splats if not s.allowed]
+        if failing:
+            problems.append("kernel splat: " + "; ".join(s.title for s in failing))
+        # a case must leave the machine as it found it (provider bound, pool whole, nothing mounted); the host
+        # action cases change the machine on purpose and always end their VM
+        if run.state_change and not exp.host_action:
+            problems.append("the case left the machine changed: " + run.state_change)
+        judgement = judge(exp, run.result, self.cfg.probes.semantics, "; ".join(problems), dmesg)
         result = CaseResult(
             id=case_id, area=exp.area, description=self.probe_set.cases.get(case_id, ""), section=exp.section,
-            verdict=verdict, expected=judgement.expected,
+            verdict=judgement.verdict, expected=judgement.expected,
             observed=(run.result or {}).get("obs") if run.result else None,
             mismatches=judgement.mismatches, reason=judgement.reason, duration_s=round(run.duration_s, 3),
-            boot=boot, dmesg=dmesg, splats=[self._splat_dict(s) for s in splats],
-            known_issue=exp.known_issue.id if exp.known_issue else None,
+            boot=boot, dmesg=dmesg, splats=splats, known_issue=exp.known_issue.id if exp.known_issue else None,
         )
         self.results.append(result)
-        if guest_lost or not vm.alive() or any(consolemod.is_crash(s.kind, s.fatal) for s in splats):
+        if lost or any(s.crash for s in failing):
             # the kernel is not to be trusted any more: next case gets a fresh VM
-            self._retire(f"after {case_id}: {problem}")
+            self.session.retire(f"after {case_id}: {'; '.join(problems)}")
+        elif run.state_change and not exp.host_action:
+            self.session.retire(f"after {case_id}: it left the machine changed, the next case gets a fresh one")
         elif exp.host_action:
-            self._retire(f"after {case_id}: the host changed the machine ({exp.host_action})")
+            self.session.retire(f"after {case_id}: the host changed the machine ({exp.host_action})")
         return result
 
     def _host_action(self, vm: RunningVM, case_id: str, action: str) -> None:
@@ -192,9 +127,33 @@ class Suite:
         verb, target = action.split()
         vm.qmp(verb, id=target)
 
+    def _judge_console(self, rec: BootRecord) -> None:
+        """The boot's own result: every report of its console that no case has already been judged on (at boot,
+        between cases, after the last one, a dead VM's last words, or a case's report that came late)."""
+        judged = {s.line for r in self.results if r.boot == rec.boot for s in r.splats}
+        stray = [s for s in rec.splats if s.line not in judged]
+        for s in stray:
+            if s.owner:
+                exp = self.expectations.get(s.owner)
+                s.allowed = bool(exp and exp.allows(s.title))
+        failing = [s for s in stray if not s.allowed]
+        where = [f"{s.title} ({'in ' + s.owner + ', after its verdict' if s.owner else 'outside every case'})"
+                 for s in failing]
+        self.results.append(CaseResult(
+            id=console_case_id(rec.boot), area=CONSOLE_AREA,
+            description=f"no kernel report on boot {rec.boot}'s console outside the cases that were judged on it",
+            section="", verdict=Verdict.FAIL if failing else Verdict.PASS, expected={"splats": []},
+            observed={"splats": [s.title for s in stray]}, mismatches=[f"splat: {w}" for w in where],
+            reason=("kernel splat outside the cases: " + "; ".join(where)) if failing else "",
+            duration_s=0.0, boot=rec.boot, dmesg="", splats=stray,
+        ))
+        if failing:
+            self.progress.note(f"boot {rec.boot}: {len(failing)} kernel report(s) outside the cases: "
+                               + "; ".join(where))
+
     def run_all(self, case_ids: list[str]) -> list[CaseResult]:
         for n, cid in enumerate(case_ids, 1):
             r = self.run_one(cid)
             self.progress.note(f"[{n:3d}/{len(case_ids)}] {r.verdict.upper():5s} {cid}"
-                               + (f"  ({r.reason[:90]})" if r.verdict not in ("pass",) and r.reason else ""))
+                               + (f"  ({r.reason[:90]})" if r.verdict != Verdict.PASS and r.reason else ""))
         return self.results

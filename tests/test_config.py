@@ -113,6 +113,9 @@ def test_matrix_file(tmp_path):
     m.write_text("profile: [default]\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_matrix(m)
+    m.write_text('select: "mmap.*"\n')  # a string is not split into characters (which selects everything)
+    with pytest.raises(ConfigError, match="'select' must be a list of case id patterns"):
+        load_matrix(m)
     assert worst_exit([0, 1, 3]) == 3 and worst_exit([0, 0]) == 0 and worst_exit([1, 2]) == 2
     from rig.matrix import load_matrix as lm
     from conftest import ROOT

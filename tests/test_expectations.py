@@ -1,7 +1,8 @@
 """Expectations table and verdicts."""
 import pytest
 
-from rig.expectations import Expectation, KnownIssue, compare, judge, load_expectations
+from rig.expectations import Expectation, KnownIssue, compare, judge, load_expectations, select_cases
+from rig.runner import run_order
 
 
 def test_real_table_loads_and_every_case_names_a_section():
@@ -36,10 +37,70 @@ def test_v3_semantics_use_their_own_expectation():
 
 
 def test_known_issue_xfail_then_xpass():
-    issue = KnownIssue("leak", ("leak.x",), "not zeroed", "8.8")
+    issue = KnownIssue("leak", ("leak.x",), "not zeroed", "8.8", {"sees_previous_data": True})
     e = Expectation("leak.x", "8.8", {"sees_previous_data": False}, None, issue)
     assert judge(e, {"obs": {"sees_previous_data": True}}).verdict == "xfail"
     assert judge(e, {"obs": {"sees_previous_data": False}}).verdict == "xpass"
+
+
+def test_known_issue_is_xfail_only_with_its_signature():
+    """A known-issue case still fails on a new wrong behaviour: neither correct nor the known bug."""
+    issue = KnownIssue("enomem", ("fault.p",), "madvise_populate ENOMEM", "1.2", {"madvise": "ENOMEM"})
+    e = Expectation("fault.p", "1.2", {"madvise": {"one_of": ["EREMOTEIO", "EFAULT"]}}, None, issue)
+    assert judge(e, {"obs": {"madvise": "ENOMEM"}}).verdict == "xfail"
+    assert judge(e, {"obs": {"madvise": "EFAULT"}}).verdict == "xpass"
+    j = judge(e, {"obs": {"madvise": "OK"}})
+    assert j.verdict == "fail" and "not the known issue enomem either: madvise: expected 'ENOMEM'" in j.mismatches[1]
+    assert judge(e, {"obs": {}}).verdict == "fail"  # a key the probe did not report is not the bug either
+    # errors and splats are never hidden behind the known issue
+    assert judge(e, {"obs": {"madvise": "ENOMEM"}}, problem="kernel splat: BUG: x").verdict == "fail"
+    assert judge(e, None).verdict == "error"
+
+
+def test_every_known_issue_of_the_real_table_has_a_signature_that_is_not_the_expectation():
+    for e in load_expectations().values():
+        if e.known_issue:
+            sig = e.known_issue.signature
+            assert sig and compare(e.expect, sig), f"{e.case_id}: signature {sig} satisfies the expectation"
+
+
+def test_allowed_splats_are_declared_per_case(tmp_path):
+    from rig.errors import ConfigError
+
+    e = Expectation("gup.x", "3", {"a": 1}, allow_splats=("WARNING in is_valid_gup_args",))
+    assert e.allows("WARNING in is_valid_gup_args")
+    assert not e.allows("WARNING in is_valid_gup_args_more") and not e.allows("BUG: KASAN: x")
+    p = tmp_path / "e.yaml"
+    p.write_text("cases:\n  a.b:\n    section: '1'\n    expect: {a: 1}\n    allow_splats: ['WARNING in (']\n")
+    with pytest.raises(ConfigError, match="not a regex"):
+        load_expectations(p)
+    p.write_text("cases:\n  a.b:\n    section: '1'\n    expect: {a: 1}\n    allow_splats: WARNING\n")
+    with pytest.raises(ConfigError, match="list of splat title regexes"):
+        load_expectations(p)
+
+
+def test_manual_cases_run_only_by_their_exact_id():
+    exps = load_expectations()
+    manual = {c for c, e in exps.items() if e.manual}
+    assert {"peer.unbind_inflight_hung_task", "selftest.warn_gup_longterm"} <= manual
+    for patterns in ([], ["unbind"], ["gup"], ["selftest.*"], ["*"], ["peer.unbind_inflight_hung*"]):
+        assert not manual & set(select_cases(exps, patterns)), patterns
+    assert select_cases(exps, ["selftest.hang"]) == ["selftest.hang"]
+    assert "unbind.while_mapped" in select_cases(exps, ["unbind"])
+
+
+def test_run_order_groups_by_machine_and_shuffles_reproducibly():
+    exps = load_expectations()
+    ids = select_cases(exps, [])
+    plain = run_order(ids, exps, None)
+    assert plain == ids  # the table is already grouped by topology
+    a, b = run_order(ids, exps, 7), run_order(ids, exps, 7)
+    assert a == b and a != plain and sorted(a) == sorted(ids)
+    assert run_order(ids, exps, 8) != a
+    topologies = [exps[c].topology for c in a]
+    assert topologies[0] == "default"
+    # each machine's cases stay together: one boot per topology
+    assert len([t for i, t in enumerate(topologies) if i == 0 or topologies[i - 1] != t]) == len(set(topologies))
 
 
 def test_a_probe_that_could_not_run_never_passes():
@@ -61,8 +122,12 @@ def test_bad_table_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="section"):
         load_expectations(p)
     p.write_text("cases:\n  a.b:\n    section: '1'\n    expect: {a: 1}\nknown_issues:\n"
-                 "  - {id: x, cases: [a.c], reason: r}\n")
+                 "  - {id: x, cases: [a.c], reason: r, signature: {a: 2}}\n")
     with pytest.raises(ConfigError, match="unknown case a.c"):
+        load_expectations(p)
+    p.write_text("cases:\n  a.b:\n    section: '1'\n    expect: {a: 1}\nknown_issues:\n"
+                 "  - {id: x, cases: [a.b], reason: r}\n")
+    with pytest.raises(ConfigError, match="needs a 'signature'"):
         load_expectations(p)
 
 

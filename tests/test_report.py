@@ -18,7 +18,7 @@ from rig.console import case_slices, find_splats, splats_in
 from rig.errors import RigError
 from rig.report import diff_html, diff_runs, diff_text, write_report
 from rig.results import to_junit, write_run
-from rig.runner import BootRecord, CaseResult
+from rig.model import BootRecord, CaseResult, SplatRecord
 
 from conftest import DATA
 
@@ -49,11 +49,11 @@ def warn_run(tmp_path) -> Path:
     results = []
     for cid, verdict in (("sysfs.published", "pass"), ("gup.longterm_benchmark_p2p", "fail")):
         sl = slices[cid]
-        found = [s.as_dict() for s in splats_in(splats, sl)]
-        reason = "kernel splat: " + "; ".join(s["title"] for s in found) if found else ""
+        found = [SplatRecord.of(s, 1, cid) for s in splats_in(splats, sl)]
+        reason = "kernel splat: " + "; ".join(s.title for s in found) if found else ""
         results.append(case(cid, verdict, reason, sl.text(lines), splats=found))
     boot = BootRecord(1, "default", tmp_path / "boot-1", 5.2, "tcg", "qemu-system-x86_64 -machine q35 -accel tcg",
-                      splats=[s.as_dict() for s in splats], ended_by="end of run")
+                      splats=[SplatRecord.of(s, 1) for s in splats], ended_by="end of run")
     d = tmp_path / "warn-run"
     d.mkdir()
     write_run(d, results, [boot], {"kernel": {"profile": "default"}, "accel": "tcg"})
@@ -158,7 +158,8 @@ def test_report_shows_the_decoded_trace(tmp_path):
     (recorded against the default kernel, which has no DWARF, hence the note)."""
     text = (DATA / "consoles" / "warn-gup-longterm-p2pdma.log").read_text()
     decoded = (DATA / "consoles" / "warn-gup-longterm-p2pdma.decoded.txt").read_text()
-    splat = dict(find_splats(text)[0].as_dict(), decoded=decoded, decoded_note="no DWARF: use --profile debug")
+    splat = SplatRecord.of(find_splats(text)[0], 1, "gup.longterm_benchmark_p2p", decoded=decoded,
+                           decoded_note="no DWARF: use --profile debug")
     failed = case("gup.longterm_benchmark_p2p", "fail", "kernel splat: WARNING in is_valid_gup_args", splats=[splat])
     d = tmp_path / "run"
     d.mkdir()

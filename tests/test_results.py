@@ -4,7 +4,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from rig.results import exit_code, summary_table, to_json, to_junit, to_ktap
-from rig.runner import BootRecord, CaseResult
+from rig.console import Splat
+from rig.model import BootRecord, CaseResult, SplatRecord
 
 
 def case(cid, verdict, splats=(), mismatches=()):
@@ -21,7 +22,7 @@ def test_exit_codes():
                      [BOOT]) == 0
     assert exit_code([case("a.b", "pass"), case("a.c", "fail")], [BOOT]) == 1
     assert exit_code([case("a.c", "error")], [BOOT]) == 1
-    crash = {"kind": "panic", "title": "kernel panic: x", "fatal": True}
+    crash = SplatRecord.of(Splat("panic", "kernel panic: x", True, 3, "Kernel panic - not syncing: x"), 1)
     assert exit_code([case("a.c", "error", [crash])], [BOOT]) == 3
     boot = BootRecord(1, "default", Path("/tmp/b1"), 5.0, "tcg", "q", splats=[crash])
     assert exit_code([case("a.b", "pass")], [boot]) == 3

@@ -1,0 +1,120 @@
+"""One VM session, shared by `rig run` and `rig race`: boot a machine, prepare it (upload probes or the racer),
+hand it out, retire it (dmesg, QEMU stopped, console scanned to its very end) before any replacement boots,
+and keep every kernel report of every boot with the slice (case or race scenario) it belongs to.
+
+Slices come from the `p2pdma-rig: begin/end <id>` lines the guest writes to /dev/kmsg around each case or
+scenario (rig.console.case_slices). A report outside every slice belongs to the boot itself."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from rig import console as consolemod
+from rig.config import RigConfig
+from rig.errors import GuestError
+from rig.image import GuestImage, SshKey
+from rig.kernel import KernelBuild, decode_stacktrace, has_dwarf
+from rig.model import BootRecord, SplatRecord
+from rig.progress import Progress
+from rig.vm import RunningVM, start_vm
+
+NO_DWARF_NOTE = ("this kernel has no DWARF (CONFIG_DEBUG_INFO off), so file:line shows as '?'; run with "
+                 "--profile debug to get them")
+
+
+class VMSession:
+    def __init__(self, cfg: RigConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, run_dir: Path,
+                 progress: Progress, prepare: Callable[[RunningVM, Path], None] | None = None,
+                 on_retire: Callable[[BootRecord], None] | None = None):
+        self.cfg, self.kernel, self.image, self.key = cfg, kernel, image, key
+        self.run_dir = run_dir
+        self.progress = progress
+        self._prepare = prepare  # called on every new VM before it is handed out
+        self.on_retire = on_retire  # called with the boot's record once its console is scanned to the end
+        self.vm: RunningVM | None = None
+        self.boots: list[BootRecord] = []
+        self._decoded: dict[str, str] = {}  # splat text -> decoded trace
+
+    # ------------------------------------------------------------ VMs
+    @property
+    def topology(self) -> str:
+        return self.boots[-1].topology if self.vm and self.boots else ""
+
+    def vm_for(self, topology: str) -> RunningVM:
+        """The running VM if it has this topology and lives; else the old one retired and a new one booted."""
+        if self.vm is not None:
+            if not self.vm.alive():
+                self.retire("QEMU exited")
+            elif self.topology != topology:
+                self.retire(f"next work needs topology {topology}")
+        return self.vm or self._boot(topology)
+
+    def _boot(self, topology: str) -> RunningVM:
+        n = len(self.boots) + 1
+        workdir = self.run_dir / f"boot-{n}"
+        self.progress.update(f"booting VM {n} (topology {topology})")
+        vm = start_vm(self.cfg.machine_for(topology), self.kernel, self.image, self.key, workdir, boot=n,
+                      progress=self.progress)
+        self.boots.append(BootRecord(n, topology, workdir, vm.ready_s, vm.cmd.accel, vm.cmd.shell()))
+        self.vm = vm
+        self.progress.note(f"VM {n} ({topology}) up in {vm.ready_s:.1f}s ({vm.cmd.accel}: {vm.cmd.accel_reason}); "
+                           f"ssh: {vm.ssh_command()}")
+        if self._prepare:
+            try:
+                self._prepare(vm, workdir)
+            except BaseException:
+                self.retire("preparing the VM failed")
+                raise
+        return vm
+
+    def retire(self, why: str) -> BootRecord | None:
+        """Stop the current VM: its dmesg if it still answers, QEMU stopped, every report of its console kept."""
+        vm, self.vm = self.vm, None
+        if vm is None:
+            return None
+        rec = self.boots[-1]
+        rec.ended_by = why
+        if vm.alive():
+            try:
+                (rec.workdir / "dmesg.txt").write_text(vm.run("dmesg", timeout=20).stdout)
+            except GuestError:
+                pass
+        vm.stop()  # the console thread drains QEMU's last output before it returns
+        log = rec.workdir / "console.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        slices = consolemod.case_slices(text)
+        rec.splats = [self.record(s, rec.boot, owner=_owner(s, slices)) for s in consolemod.find_splats(text)]
+        if self.on_retire:
+            self.on_retire(rec)
+        return rec
+
+    def close(self) -> None:
+        self.retire("end of run")
+
+    def __enter__(self) -> "VMSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ reports
+    def record(self, splat: consolemod.Splat, boot: int, owner: str = "", allowed: bool = False) -> SplatRecord:
+        """A console report as the run keeps it, its trace decoded against this kernel's vmlinux (once)."""
+        if splat.text not in self._decoded:
+            self._decoded[splat.text] = decode_stacktrace(self.kernel, splat.text)
+        decoded = self._decoded[splat.text]
+        return SplatRecord.of(splat, boot, owner, allowed, decoded,
+                              NO_DWARF_NOTE if decoded and not has_dwarf(self.kernel) else "")
+
+    def slice_splats(self, slice_id: str) -> tuple[list[consolemod.Splat], str]:
+        """The reports in one case's (or scenario's) console slice so far, and the slice's text."""
+        assert self.vm and self.vm.console
+        text = self.vm.console.text()
+        sl = consolemod.case_slices(text).get(slice_id)
+        if sl is None:
+            return [], ""
+        return consolemod.splats_in(consolemod.find_splats(text), sl), sl.text(text.splitlines())
+
+
+def _owner(splat: consolemod.Splat, slices: dict[str, consolemod.CaseSlice]) -> str:
+    return next((cid for cid, sl in slices.items() if sl.start <= splat.line <= sl.end), "")
