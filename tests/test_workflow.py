@@ -41,8 +41,22 @@ def wf() -> dict:
 @pytest.fixture(scope="module")
 def job(wf) -> dict:
     jobs = wf["jobs"]
-    assert len(jobs) == 1, f"one job (one per matrix cell), got {list(jobs)}"
-    return next(iter(jobs.values()))
+    assert set(jobs) == {"rig", "race"}, f"the run (one job per matrix cell) and the race, got {list(jobs)}"
+    return jobs["rig"]
+
+
+def test_race_job_hunts_on_the_debug_profile_for_a_fixed_budget(wf):
+    race = wf["jobs"]["race"]
+    steps = race["steps"]
+    run = _one(_runs(steps, ".venv/bin/rig race "), "runs `rig race`")
+    assert "--profile debug" in run["run"] and "--seconds" in run["run"] and "--seed" in run["run"]
+    assert "set +e" in run["run"], "the race's exit code must not stop the upload"
+    assert float(race["env"]["RACE_SECONDS"]) > 0
+    key = _one(_runs(steps, "rig kernel --print-key"), "prints the kernel cache key")
+    assert "--profile debug" in key["run"]
+    upload = _one(_uses(steps, "actions/upload-artifact"), "uploads the race directory")
+    assert _expr(upload["if"]) == "always()"
+    assert f"steps.{run['id']}.outputs.exit_code" in str(steps[-1].get("env", {})) and "exit" in steps[-1]["run"]
 
 
 @pytest.fixture(scope="module")
