@@ -6,6 +6,7 @@ The rig uploads guest-tests/ (with the C probes compiled on the host into bin/) 
 over SSH once per case. The markers in the kernel log let the rig cut the case's exact dmesg slice and
 attribute console splats to it.
 """
+import errno
 import glob
 import json
 import os
@@ -56,6 +57,33 @@ def state_changes(baseline, now):
     return out
 
 
+def kernel_messages(after_seq):
+    """(last sequence number, the kernel's own messages at warning level or worse after `after_seq`) from
+    /dev/kmsg, which, unlike the console, carries each message's level. Userspace lines (our markers) are left
+    out by their facility."""
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    last, found = after_seq, []
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192).decode("utf-8", "replace")
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.EPIPE:  # overwritten while we read: go on with the next one
+                    continue
+                break
+            head, _, text = record.partition(";")
+            fields = head.split(",")
+            prio, seq = int(fields[0]), int(fields[1])
+            last = max(last, seq)
+            if seq > after_seq and prio >> 3 == 0 and prio & 7 <= 4:
+                found.append(text.split("\n", 1)[0])
+    finally:
+        os.close(fd)
+    return last, found
+
+
 def baseline_state():
     try:
         with open(BASELINE) as f:
@@ -103,6 +131,7 @@ def main():
         print(json.dumps(out))
         return 0
     baseline = baseline_state()
+    seq, _ = kernel_messages(-1)
     kmsg(f"begin {case_id}")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
@@ -122,6 +151,7 @@ def main():
             break
         time.sleep(0.1)
     out["state_changed"] = changed
+    out["kernel_warnings"] = kernel_messages(seq)[1][-50:]
     kmsg(f"end {case_id}")
     out["rc"] = proc.returncode if proc.returncode >= 0 else None
     out["signal"] = -proc.returncode if proc.returncode < 0 else None

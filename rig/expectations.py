@@ -16,7 +16,8 @@ from rig.model import Verdict
 EXPECTATIONS_FILE = REPO_ROOT / "guest-tests" / "expectations.yaml"
 
 HOST_ACTIONS = ("device_del",)
-CASE_KEYS = {"section", "expect", "expect_v3", "dmesg", "topology", "host_action", "manual", "allow_splats"}
+CASE_KEYS = {"section", "expect", "expect_v3", "dmesg", "topology", "host_action", "manual", "allow_splats",
+             "allow_dmesg"}
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,16 @@ class Expectation:
     # regexes (re.fullmatch) of splat titles this case provokes on purpose; any other splat fails it
     allow_splats: tuple[str, ...] = ()
 
+    # regexes (re.search) of kernel messages at warning level or worse that the case may log; the `dmesg`
+    # patterns count too. Any other such message fails the case: the kernel complained about something.
+    allow_dmesg: tuple[str, ...] = ()
+
     def allows(self, splat_title: str) -> bool:
         return any(re.fullmatch(p, splat_title) for p in self.allow_splats)
+
+    def unexpected_messages(self, messages: tuple[str, ...] | list[str]) -> list[str]:
+        patterns = self.dmesg + self.allow_dmesg
+        return [m for m in messages if not any(re.search(p, m) for p in patterns)]
 
     @property
     def area(self) -> str:
@@ -93,17 +102,21 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
         unknown = set(raw) - CASE_KEYS
         if unknown:
             raise ConfigError(f"{path}: case {cid!r} has unknown key(s) {', '.join(sorted(unknown))}")
-        allow = raw.get("allow_splats") or []
-        if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
-            raise ConfigError(f"{path}: case {cid!r}: allow_splats must be a list of splat title regexes")
-        for a in allow:
-            try:
-                re.compile(a)
-            except re.error as e:
-                raise ConfigError(f"{path}: case {cid!r}: allow_splats entry {a!r} is not a regex: {e}")
+        lists = {}
+        for key in ("allow_splats", "allow_dmesg", "dmesg"):
+            value = raw.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                raise ConfigError(f"{path}: case {cid!r}: {key} must be a list of regexes")
+            for a in value:
+                try:
+                    re.compile(a)
+                except re.error as e:
+                    raise ConfigError(f"{path}: case {cid!r}: {key} entry {a!r} is not a regex: {e}")
+            lists[key] = tuple(value)
         out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(cid),
-                               tuple(raw.get("dmesg") or ()), str(raw.get("topology", "default")),
-                               str(raw.get("host_action", "")), bool(raw.get("manual", False)), tuple(allow))
+                               lists["dmesg"], str(raw.get("topology", "default")),
+                               str(raw.get("host_action", "")), bool(raw.get("manual", False)),
+                               lists["allow_splats"], lists["allow_dmesg"])
         action = out[cid].host_action.split()
         if action and (action[0] not in HOST_ACTIONS or len(action) != 2):
             raise ConfigError(f"{path}: case {cid!r}: host_action must be one of "

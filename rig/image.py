@@ -5,6 +5,9 @@ version). Boots never write to it: the VM stage puts a qcow2 overlay on top.
 """
 from __future__ import annotations
 
+import fcntl
+import os
+
 import json
 import shutil
 import subprocess
@@ -136,14 +139,20 @@ def ensure_ssh_key(cache_root: Path) -> SshKey:
     priv, pub = d / "id_ed25519", d / "id_ed25519.pub"
     if not (priv.exists() and pub.exists()):
         d.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        tmp_priv, tmp_pub = d / ".id.tmp", d / ".id.pub.tmp"
-        tmp_priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                               serialization.NoEncryption()))
-        tmp_priv.chmod(0o600)
-        tmp_pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                                          serialization.PublicFormat.OpenSSH) + b" p2pdma-rig\n")
-        tmp_pub.rename(pub)
-        tmp_priv.rename(priv)
+        # several rigs may start at once on a new cache: one generates, the others wait and read its pair
+        with open(d / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (priv.exists() and pub.exists()):
+                key = Ed25519PrivateKey.generate()
+                tmp_priv, tmp_pub = d / f".id.tmp-{os.getpid()}", d / f".id.pub.tmp-{os.getpid()}"
+                tmp_priv.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.OpenSSH,
+                                                       serialization.NoEncryption()))
+                tmp_priv.chmod(0o600)
+                tmp_pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                                  serialization.PublicFormat.OpenSSH)
+                                    + b" p2pdma-rig\n")
+                tmp_priv.rename(priv)  # the private key first: a pair is complete once the public one exists
+                tmp_pub.rename(pub)
     blob = pub.read_text().split()[1]
     return SshKey(private=priv, public_b64=blob)

@@ -36,6 +36,8 @@ class CaseRun:
     # how the machine differs from its state at the boot's first case after this one ("" = as found):
     # provider driver, p2pmem files and `available`, NVMe mounts (run_case.py reads them)
     state_change: str = ""
+    # the kernel's own messages at warning level or worse during the case (from /dev/kmsg, with levels)
+    kernel_warnings: tuple[str, ...] = ()
 
 
 def c_sources(root: Path = GUEST_TESTS) -> list[Path]:
@@ -129,4 +131,5 @@ def run_case(vm, case_id: str, timeout_s: float, during=None) -> CaseRun:
     elif out.get("result") is None:
         problem = f"the probe printed no result (exit {out.get('rc')}): {out.get('stderr', '').strip()[-300:]}"
     return CaseRun(case_id, out.get("result"), problem, float(out.get("duration_s") or 0.0),
-                   out.get("stderr", ""), "; ".join(out.get("state_changed") or []))
+                   out.get("stderr", ""), "; ".join(out.get("state_changed") or []),
+                   tuple(out.get("kernel_warnings") or ()))

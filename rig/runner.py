@@ -97,6 +97,13 @@ class Suite:
         failing = [s for s in splats if not s.allowed]
         if failing:
             problems.append("kernel splat: " + "; ".join(s.title for s in failing))
+        # the kernel complaining (warning level or worse) about something the case does not declare; the lines
+        # of a splat are judged as that splat
+        complaints = [m for m in exp.unexpected_messages(run.kernel_warnings)
+                      if not any(m in s.text for s in splats)]
+        if complaints:
+            problems.append("unexpected kernel message(s) at warning level or worse: "
+                            + "; ".join(repr(m[:160]) for m in complaints[:5]))
         # a case must leave the machine as it found it (provider bound, pool whole, nothing mounted); the host
         # action cases change the machine on purpose and always end their VM
         if run.state_change and not exp.host_action:

@@ -75,8 +75,17 @@ def test_allowed_splats_are_declared_per_case(tmp_path):
     with pytest.raises(ConfigError, match="not a regex"):
         load_expectations(p)
     p.write_text("cases:\n  a.b:\n    section: '1'\n    expect: {a: 1}\n    allow_splats: WARNING\n")
-    with pytest.raises(ConfigError, match="list of splat title regexes"):
+    with pytest.raises(ConfigError, match="allow_splats must be a list of regexes"):
         load_expectations(p)
+
+
+def test_kernel_messages_at_warning_level_must_be_declared():
+    e = Expectation("peer.x", "6", {"a": 1}, dmesg=("cannot be used for peer-to-peer DMA",),
+                    allow_dmesg=(r"I/O error, dev nvme\dn1",))
+    msgs = ["nvme 0000:00:05.0: cannot be used for peer-to-peer DMA as the client and provider do not share",
+            "I/O error, dev nvme1n1, sector 0 op 0x0:(READ) flags 0x4000 phys_seg 1 prio class 0",
+            "nvme nvme0: I/O tag 12 (100c) opcode 0x2 (Admin Cmd) QID 0 timeout, reset controller"]
+    assert e.unexpected_messages(msgs) == [msgs[2]]
 
 
 def test_manual_cases_run_only_by_their_exact_id():
