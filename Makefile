@@ -17,13 +17,14 @@ TEST_DEB_PACKAGES := chromium shellcheck
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test unit bench deps test-deps system-deps test-system-deps apt-install clean-venv help
+.PHONY: run test unit bench flaky deps test-deps system-deps test-system-deps apt-install clean-venv help
 
 help:
 	@echo "make run    build kernel + image, boot QEMU, run the probes (ARGS='-k mmap' to pass rig options)"
 	@echo "make test   the rig's own tests: host unit tests and VM integration tests (JUnit: out/pytest-junit.xml)"
 	@echo "make unit   host unit tests only (seconds, no VM)"
 	@echo "make bench  measure build/boot/run times into BENCHMARKS.md"
+	@echo "make flaky  5 full runs + 5 shuffled runs of the clean kernel into BENCHMARKS.md (flakiness)"
 
 deps: system-deps $(VENV)/.installed
 test-deps: deps test-system-deps
@@ -61,6 +62,10 @@ test: test-deps
 
 bench: deps
 	$(BIN)/python -m rig.bench
+
+# five full runs in table order and five shuffled, into BENCHMARKS.md's "Flakiness" section (about 20 min)
+flaky: deps
+	$(BIN)/python -m rig.bench flakiness
 
 clean-venv:
 	rm -rf $(VENV)
