@@ -243,6 +243,9 @@ def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list
             "reproduce": shlex.join(argv_for_reproduce),
         }
         data = write_run(run_dir, suite.results, suite.boots, manifest)
+        from rig.report import write_report
+
+        write_report(run_dir)
     return data, suite.results, suite.boots
 
 

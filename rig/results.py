@@ -44,31 +44,101 @@ def to_json(results: list[CaseResult], boots: list[BootRecord], manifest: dict) 
     }
 
 
+def _ktap_text(text: str) -> str:
+    """A description or diagnostic on one KTAP line: no newline, no '#' (it would start a directive)."""
+    return " ".join(text.replace("#", "No.").split())
+
+
+def ktap_line(n: int, r: CaseResult) -> str:
+    """One result line as Documentation/dev-tools/ktap.rst defines it, with every verdict's reason kept:
+    xfail -> ok # XFAIL, skip -> ok # SKIP, error -> not ok # ERROR (or # TIMEOUT for the watchdog), fail ->
+    not ok with the reason as diagnostic data. KTAP has no XPASS directive: an xpass is ok, its reason goes on
+    a diagnostic line before it (see to_ktap)."""
+    reason = _ktap_text(r.reason or "; ".join(r.mismatches))
+    ok = "not ok" if r.verdict in FAILING else "ok"
+    if r.verdict == "skip":
+        tail = f" # SKIP {reason}"
+    elif r.verdict == "xfail":
+        tail = f" # XFAIL {reason}"
+    elif r.verdict == "error":
+        tail = f" # {'TIMEOUT' if 'watchdog' in r.reason else 'ERROR'} {reason}"
+    elif r.verdict == "fail":
+        tail = f" # {reason}" if reason else ""
+    else:
+        tail = ""
+    return f"{ok} {n} {_ktap_text(r.id)}{tail}".rstrip()
+
+
 def to_ktap(results: list[CaseResult]) -> str:
-    """KTAP v1 (Documentation/dev-tools/ktap.rst): one subtest per area, one test line per case."""
+    """KTAP v1 (Documentation/dev-tools/ktap.rst): one test per area, its cases as subtests indented by two
+    spaces; each mismatch is a diagnostic line before its case's result."""
     areas: OrderedDict[str, list[CaseResult]] = OrderedDict()
     for r in results:
         areas.setdefault(r.area, []).append(r)
     out = ["KTAP version 1", f"1..{len(areas)}"]
     for n, (area, rs) in enumerate(areas.items(), 1):
-        out += ["    KTAP version 1", f"    # Subtest: {area}", f"    1..{len(rs)}"]
+        out += ["  KTAP version 1", f"  # Subtest: {area}", f"  1..{len(rs)}"]
         for m, r in enumerate(rs, 1):
-            ok = "ok" if r.verdict in ("pass", "xfail", "xpass", "skip") else "not ok"
-            directive = {"skip": f" # SKIP {r.reason}", "xfail": " # XFAIL", "xpass": " # XPASS"}.get(r.verdict, "")
-            for mm in r.mismatches:
-                out.append(f"    # {r.id}: {mm}")
-            out.append(f"    {ok} {m} {r.id}{directive}")
+            out += [f"  # {r.id}: {_ktap_text(mm)}" for mm in r.mismatches]
+            if r.verdict == "xpass":
+                out.append(f"  # {r.id}: XPASS: {_ktap_text(r.reason)}")
+            out.append("  " + ktap_line(m, r))
         area_ok = "ok" if all(r.verdict not in FAILING for r in rs) else "not ok"
         out.append(f"{area_ok} {n} {area}")
     return "\n".join(out) + "\n"
 
 
-def to_junit(results: list[CaseResult], name: str = "p2pdma-rig") -> str:
-    suite = ET.Element("testsuite", name=name, tests=str(len(results)),
+def _wall_seconds(manifest: dict) -> float | None:
+    import datetime
+
+    try:
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        return (datetime.datetime.strptime(manifest["ended"], fmt)
+                - datetime.datetime.strptime(manifest["started"], fmt)).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def junit_properties(manifest: dict) -> dict[str, str]:
+    """The manifest's key facts, as a CI shows them beside the cases."""
+    kernel = manifest.get("kernel") or {}
+    source = kernel.get("source") or {}
+    props = {
+        "kernel.source": source.get("id") or source.get("spec") or "",
+        "kernel.profile": kernel.get("profile", ""),
+        "kernel.key": kernel.get("key", ""),
+        "kernel.config_sha256": kernel.get("config_sha256", ""),
+        "kernel.patches": " ".join(p.get("subject", "") for p in kernel.get("patches") or []),
+        "semantics": manifest.get("semantics") or "",
+        "shuffle_seed": "" if manifest.get("shuffle_seed") is None else str(manifest["shuffle_seed"]),
+        "accel": manifest.get("accel") or "",
+        "qemu": (manifest.get("host") or {}).get("qemu", ""),
+        "reproduce": manifest.get("reproduce", ""),
+    }
+    return {k: v for k, v in props.items() if v}
+
+
+def suite_name(manifest: dict) -> str:
+    """One name per kernel and profile, so that the suites of a matrix's cells do not collide in a CI."""
+    kernel = manifest.get("kernel") or {}
+    source = (kernel.get("source") or {}).get("id", "")
+    parts = [p for p in (source, kernel.get("profile", ""), "patched" if kernel.get("patches") else "") if p]
+    return "p2pdma-rig" + (f" {' '.join(parts)}" if parts else "")
+
+
+def to_junit(results: list[CaseResult], manifest: dict | None = None) -> str:
+    manifest = manifest or {}
+    wall = _wall_seconds(manifest)
+    suite = ET.Element("testsuite", name=suite_name(manifest), tests=str(len(results)),
                        failures=str(sum(r.verdict == "fail" for r in results)),
                        errors=str(sum(r.verdict == "error" for r in results)),
                        skipped=str(sum(r.verdict in ("skip", "xfail") for r in results)),
-                       time=f"{sum(r.duration_s for r in results):.3f}")
+                       time=f"{wall if wall is not None else sum(r.duration_s for r in results):.3f}")
+    props = junit_properties(manifest)
+    if props:
+        el = ET.SubElement(suite, "properties")
+        for k, v in props.items():
+            ET.SubElement(el, "property", name=k, value=v)
     for r in results:
         tc = ET.SubElement(suite, "testcase", classname=r.area, name=r.id, time=f"{r.duration_s:.3f}")
         if r.verdict in FAILING:
@@ -112,7 +182,7 @@ def write_run(run_dir: Path, results: list[CaseResult], boots: list[BootRecord],
     data = to_json(results, boots, manifest)
     (run_dir / "results.json").write_text(json.dumps(data, indent=2) + "\n")
     (run_dir / "ktap.txt").write_text(to_ktap(results))
-    (run_dir / "junit.xml").write_text(to_junit(results))
+    (run_dir / "junit.xml").write_text(to_junit(results, manifest))
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     # run-level copies of the last boot's console and dmesg, and every boot's QEMU command line
     if boots:

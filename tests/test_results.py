@@ -41,8 +41,20 @@ def test_ktap_shape():
     text = to_ktap([case("mmap.a", "pass"), case("mmap.b", "xfail"), case("gup.c", "fail", mismatches=["m"])])
     lines = text.splitlines()
     assert lines[0] == "KTAP version 1" and lines[1] == "1..2"
-    assert "    ok 2 mmap.b # XFAIL" in lines
+    assert "  ok 2 mmap.b # XFAIL why" in lines and "  # gup.c: m" in lines
     assert "not ok 2 gup" in lines and "ok 1 mmap" in lines
+
+
+def test_junit_names_the_cell_and_carries_the_manifest():
+    manifest = {"kernel": {"source": {"id": "debian-linux-source-6.12_6.12.117"}, "profile": "gupfast",
+                           "key": "k1", "patches": [{"subject": "[PATCH] fix"}]},
+                "started": "2026-11-25T21:15:27Z", "ended": "2026-11-25T21:18:36Z", "shuffle_seed": 7}
+    suite = ET.fromstring(to_junit([case("mmap.a", "pass")], manifest)).find("testsuite")
+    assert suite.get("name") == "p2pdma-rig debian-linux-source-6.12_6.12.117 gupfast patched"
+    assert suite.get("time") == "189.000"  # the run's wall time, not the sum of the cases
+    props = {p.get("name"): p.get("value") for p in suite.find("properties")}
+    assert props["kernel.profile"] == "gupfast" and props["kernel.patches"] == "[PATCH] fix"
+    assert props["shuffle_seed"] == "7"
 
 
 def test_junit_is_well_formed():

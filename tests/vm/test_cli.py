@@ -44,7 +44,8 @@ def test_run_selected_cases_writes_the_run_directory(tmp_path):
     ids = [c["id"] for c in data["cases"]]
     assert len(ids) == 7 and "odirect.virtio_blk_read" in ids
     assert all(c["verdict"] == "pass" for c in data["cases"])
-    for name in ("console.log", "dmesg.txt", "qemu-cmdline.txt", "junit.xml", "ktap.txt", "manifest.json"):
+    for name in ("console.log", "dmesg.txt", "qemu-cmdline.txt", "junit.xml", "ktap.txt", "manifest.json",
+                 "report.html"):
         assert (out / name).stat().st_size > 0, name
     assert "cmb_size_mb=64" in (out / "qemu-cmdline.txt").read_text()
     assert "total" in r.stdout and "pass" in r.stdout  # the summary table
