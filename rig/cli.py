@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rig import __version__, cli_report
 from rig.config import RigConfig, load_config
-from rig.errors import RigError
+from rig.errors import EXIT_HARNESS, RigError
 from rig.expectations import load_expectations, select_cases
 from rig.image import build_image, ensure_ssh_key, image_spec
 from rig.kernel import build_kernel, kernel_spec
@@ -116,7 +116,35 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+# dotted config key -> the flag that sets it, so that an error blames the flag, not rig.yaml
+FLAG_OF = {"kernel.profile": "--profile", "kernel.source": "--source", "kernel.patches": "--patch/--series",
+           "kernel.kconfig_add": "--kconfig-add", "machine.accel": "--accel", "machine.cpu": "--cpu",
+           "probes.semantics": "--semantics", "probes.select": "-k"}
+
+
+def _check_flags(args: argparse.Namespace, base: RigConfig) -> None:
+    """The values given on the command line, checked against the YAML they override; errors name the flag."""
+    from rig.config import kconfig_line_problem
+    from rig.validate import check_source_scheme
+
+    profile = getattr(args, "profile", None)
+    if profile and profile not in base.profiles:
+        raise RigError(f"--profile {profile}: no such kernel profile (defined: {', '.join(sorted(base.profiles))}; "
+                       "rig.yaml `profiles` adds more)")
+    for line in getattr(args, "kconfig_add", None) or []:
+        problem = kconfig_line_problem(line)
+        if problem:
+            raise RigError(f"--kconfig-add {line!r}: {problem}")
+    if getattr(args, "source", None):
+        check_source_scheme(args.source, "--source")
+    for p in getattr(args, "patch", []) + getattr(args, "patch_series", []):
+        if not Path(p).expanduser().is_file():
+            raise RigError(f"--patch {p}: no such file")
+
+
 def _config(args: argparse.Namespace) -> RigConfig:
+    base = load_config(args.config)  # the YAML alone: its errors name the file and key
+    _check_flags(args, base)
     overrides: dict = {}
     if getattr(args, "profile", None):
         overrides["kernel.profile"] = args.profile
@@ -144,13 +172,31 @@ def _config(args: argparse.Namespace) -> RigConfig:
     return load_config(args.config, overrides)
 
 
+def _flags_given(args: argparse.Namespace) -> dict[str, str]:
+    """Dotted keys set by flags in this command -> the flag, for validate.origin()."""
+    given = {"kernel.profile": "profile", "kernel.source": "source", "kernel.kconfig_add": "kconfig_add",
+             "machine.accel": "accel", "machine.cpu": "cpu", "probes.semantics": "semantics"}
+    return {key: FLAG_OF[key] for key, attr in given.items() if getattr(args, attr, None)}
+
+
+def _preflight(cfg: RigConfig, args: argparse.Namespace, topologies: list[str], out: Path | None = None) -> None:
+    """Everything checkable before the build: host QEMU, CPU models, topologies, image suite, output dir."""
+    from rig.validate import check_output_dir, check_run
+
+    check_run(cfg, _flags_given(args), topologies)
+    if out is not None:
+        check_output_dir(out, "--out" if getattr(args, "out", None) else f"{cfg.source_file}: 'out_dir'")
+
+
 def _new_run_dir(cfg: RigConfig, explicit: str | None, prefix: str = "") -> Path:
+    from rig.validate import check_output_dir
+
     if explicit:
-        d = Path(explicit).resolve()
+        d = Path(explicit).expanduser().resolve()
     else:
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
         d = cfg.out_path / f"{prefix}{run_id}"
-    d.mkdir(parents=True, exist_ok=True)
+    check_output_dir(d, "--out" if explicit else f"{cfg.source_file}: 'out_dir'")
     return d
 
 
@@ -196,7 +242,10 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
+    from rig.validate import check_image
+
     cfg = load_config(args.config)
+    check_image(cfg, {})
     img = build_image(image_spec(cfg), Progress("image"))
     print(img.disk)
     return 0
@@ -262,10 +311,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     expectations = load_expectations()
     case_ids = _selected(cfg, expectations)
-    kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))
+    _preflight(cfg, args, sorted({expectations[c].topology for c in case_ids}))
+    spec = kernel_spec(cfg)
+    run_dir = _new_run_dir(cfg, args.out)
+    kernel = build_kernel(spec, Progress("kernel"))
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
-    run_dir = _new_run_dir(cfg, args.out)
     _link_latest(run_dir, "latest")
     reproduce = ["rig", "run"] + (["--config", cfg.source_file] if args.config else []) + \
         shlex.split(kernel.manifest["reproduce"])[2:] + [a for p in cfg.probes.select for a in ("-k", p)] + \
@@ -293,13 +344,14 @@ def cmd_series(args: argparse.Namespace) -> int:
     cfg = _config(args)
     expectations = load_expectations()
     case_ids = _selected(cfg, expectations)
+    _preflight(cfg, args, sorted({expectations[c].topology for c in case_ids}))
     base = kernel_spec(cfg)
     series = read_patches([Path(f).resolve() for f in args.series_file])
     if not series:
         raise RigError(f"{' '.join(args.series_file)}: no patches found")
+    walk_dir = _new_run_dir(cfg, args.out, prefix="series-")
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
-    walk_dir = _new_run_dir(cfg, args.out, prefix="series-")
     _link_latest(walk_dir, "latest-series")
     steps: list[dict] = []
     stopped = ""
@@ -331,13 +383,16 @@ def cmd_series(args: argparse.Namespace) -> int:
 def cmd_boot(args: argparse.Namespace) -> int:
     from rig.vm import start_vm
 
+    from rig.validate import check_topology
+
     cfg = _config(args)
-    kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))
+    check_topology(cfg, args.topology)
+    _preflight(cfg, args, [args.topology])
+    spec = kernel_spec(cfg)
+    d = _new_run_dir(cfg, args.out, prefix="boot-")
+    kernel = build_kernel(spec, Progress("kernel"))
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
-    if args.topology != "default" and args.topology not in cfg.topologies:
-        raise RigError(f"unknown topology {args.topology!r}; defined: default, {', '.join(sorted(cfg.topologies))}")
-    d = _new_run_dir(cfg, args.out, prefix="boot-")
     vm = start_vm(cfg.machine_for(args.topology), kernel, image, key, d, progress=Progress("boot"))
     try:
         (d / "ssh.json").write_text(json.dumps({"port": vm.cmd.ssh_port, "key": str(key.private),
@@ -380,13 +435,17 @@ def cmd_race(args: argparse.Namespace) -> int:
     if not args.profile:
         args.profile = "debug"  # races are hunted with KASAN, lockdep and friends unless told otherwise
     cfg = _config(args)
+    from rig.race import SCENARIO_TOPOLOGY
+
     spec = parse_spec(args.scenario, args.seconds, args.workers, args.seed, args.cycles, args.hang_s)
+    _preflight(cfg, args, sorted({SCENARIO_TOPOLOGY.get(s, "default") for s in spec.scenarios}))
+    kspec = kernel_spec(cfg)
+    run_dir = _new_run_dir(cfg, args.out, prefix="race-")
     print(f"rig race: seed {spec.seed}; scenarios {', '.join(spec.scenarios)}; {spec.seconds:g}s each, "
           f"{spec.workers} workers, kernel profile {cfg.kernel.profile}", flush=True)
-    kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))
+    kernel = build_kernel(kspec, Progress("kernel"))
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
-    run_dir = _new_run_dir(cfg, args.out, prefix="race-")
     _link_latest(run_dir, "latest-race")
     race = Race(cfg, kernel, image, key, run_dir, spec, Progress("race"))
     results = race.run()
@@ -442,6 +501,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rig: interrupted; QEMU stopped", file=sys.stderr)
         return 130
+    except OSError as e:  # a path the user gave that cannot be read or written
+        where = f" {e.filename}" if e.filename else ""
+        print(f"rig: error: {e.strerror or e}:{where}", file=sys.stderr)
+        return EXIT_HARNESS
+    except Exception as e:  # noqa: BLE001 - never a traceback for a user: one line, the full story in a log
+        log = _crash_log()
+        print(f"rig: internal error: {e.__class__.__name__}: {str(e)[:300]} (traceback: {log})", file=sys.stderr)
+        return EXIT_HARNESS
+
+
+def _crash_log() -> str:
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="rig-traceback-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"rig {__version__}: {' '.join(sys.argv)}\n")
+        traceback.print_exc(file=f)
+    return path
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,25 @@ class RigConfig:
 _NOT_YAML_KEYS = {"source_file"}
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error (YAML keeps only the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (first at line {seen[key] + 1}); "
+                    "YAML would silently keep only the last", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                              lambda loader, node: loader.construct_mapping(node))
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (tuple, list):
@@ -199,14 +219,45 @@ def _build(cls: Any, data: dict, prefix: str, file: str) -> Any:
     return cls(**kwargs)
 
 
+# a kconfig line as scripts/kconfig/merge_config.sh reads it: CONFIG_X=value or "# CONFIG_X is not set"
+KCONFIG_LINE = re.compile(r'^(CONFIG_[A-Za-z0-9_]+=(?:[ymn]|-?\d+|0x[0-9A-Fa-f]+|"[^"]*")|# CONFIG_[A-Za-z0-9_]+ is not set)$')
+# QEMU backs a CMB with host memory (hw/nvme allocates cmb_size_mb of RAM for it)
+MAX_CMB_MB = 4096
+
+
+def kconfig_line_problem(line: str) -> str:
+    """'' if `line` is a well-formed fragment line, else what is wrong with it."""
+    if KCONFIG_LINE.match(line):
+        return ""
+    if line.startswith("# CONFIG_"):
+        return "a disabled option is written '# CONFIG_FOO is not set'"
+    if " " in line:
+        return "no spaces: write CONFIG_FOO=y"
+    if not line.startswith("CONFIG_"):
+        return "options start with CONFIG_ (e.g. CONFIG_DEBUG_VM=y)"
+    return "must look like CONFIG_FOO=y, =m, =n, =<number>, =\"string\" or '# CONFIG_FOO is not set'"
+
+
+def _at_least(file: str, key: str, value: int, low: int, why: str = "") -> None:
+    if value < low:
+        raise ConfigError(f"{file}: '{key}' must be at least {low}, got {value}" + (f" ({why})" if why else ""))
+
+
 def _check(cfg: RigConfig, file: str) -> None:
     m = cfg.machine
     if m.accel not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"{file}: 'machine.accel' must be auto, kvm or tcg, got {m.accel!r}")
-    if m.memory_mb < 256:
-        raise ConfigError(f"{file}: 'machine.memory_mb' must be at least 256, got {m.memory_mb}")
-    if m.smp < 1:
-        raise ConfigError(f"{file}: 'machine.smp' must be at least 1, got {m.smp}")
+    _at_least(file, "machine.memory_mb", m.memory_mb, 256)
+    host_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    if m.memory_mb > host_mb:
+        raise ConfigError(f"{file}: 'machine.memory_mb' is {m.memory_mb}, more than this host's {host_mb} MiB")
+    _at_least(file, "machine.smp", m.smp, 1)
+    if m.smp > 64:
+        raise ConfigError(f"{file}: 'machine.smp' must be at most 64, got {m.smp}")
+    _at_least(file, "machine.boot_timeout_s", m.boot_timeout_s, 1, "seconds to wait for the guest's SSH")
+    _at_least(file, "probes.case_timeout_s", cfg.probes.case_timeout_s, 1, "seconds before a case's watchdog")
+    _at_least(file, "kernel.jobs", cfg.kernel.jobs, 0, "0 = one make job per CPU")
+    _at_least(file, "image.size_mb", cfg.image.size_mb, 512, "the guest's root file system")
     machines = [("machine.nvme", m.nvme)] + [(f"topologies.{k}.nvme", t.nvme) for k, t in cfg.topologies.items()]
     for where, nvmes in machines:
         if not any(n.cmb_size_mb for n in nvmes):
@@ -218,8 +269,12 @@ def _check(cfg: RigConfig, file: str) -> None:
                     f"{file}: '{where}[{i}].cmb_size_mb' is {size}: it must be a power of two >= 2, or 0 for no "
                     "CMB (QEMU requires a power-of-two BAR; Linux ignores a CMB smaller than 2 MiB). Try 64."
                 )
+            if size > MAX_CMB_MB:
+                raise ConfigError(f"{file}: '{where}[{i}].cmb_size_mb' is {size}: at most {MAX_CMB_MB} (QEMU backs "
+                                  "the CMB with host memory). Try 64.")
             if n.namespace_mb < 16:
                 raise ConfigError(f"{file}: '{where}[{i}].namespace_mb' must be at least 16, got {n.namespace_mb}")
+            _at_least(file, f"{where}[{i}].latency_ns", n.latency_ns, 0, "0 = a real backing file")
             if n.attach not in ("root", "root-port", "switch"):
                 raise ConfigError(f"{file}: '{where}[{i}].attach' must be root, root-port or switch, got {n.attach!r}")
     if cfg.probes.semantics not in ("merged", "v3"):
@@ -231,8 +286,9 @@ def _check(cfg: RigConfig, file: str) -> None:
     if not cfg.kernel.source.strip():
         raise ConfigError(f"{file}: 'kernel.source' is empty; use debian:6.12, tarball:PATH or tree:PATH")
     for line in cfg.kernel.kconfig_add:
-        if not (line.startswith("CONFIG_") and "=" in line) and not line.startswith("# CONFIG_"):
-            raise ConfigError(f"{file}: 'kernel.kconfig_add' entry {line!r} must look like CONFIG_FOO=y")
+        problem = kconfig_line_problem(line)
+        if problem:
+            raise ConfigError(f"{file}: 'kernel.kconfig_add' entry {line!r}: {problem}")
 
 
 def _as_yaml(obj: Any) -> Any:
@@ -254,7 +310,7 @@ def load_config(path: Path | str | None = None, overrides: dict | None = None) -
         except OSError as e:
             raise ConfigError(f"cannot read config file {file}: {e.strerror}. Pass an existing file with --config.")
         try:
-            loaded = yaml.safe_load(text)
+            loaded = yaml.load(text, Loader=_StrictLoader)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             ctx = getattr(e, "context_mark", None)

@@ -149,6 +149,22 @@ def explain_dropped(sym: str, deps: dict[str, list[str]], final_config: str) -> 
     return "depends on " + " && ".join(annotate(e) for e in deps[name])
 
 
+def unknown_symbols(wanted: dict[str, str | None], deps: dict[str, list[str]]) -> list[str]:
+    return [sym for sym in wanted if sym.removeprefix("CONFIG_") not in deps]
+
+
+def check_symbols_exist(src: Path, fragments: list[Path]) -> None:
+    """Every option a fragment (or --kconfig-add) names exists in this tree's Kconfig files; checked on the
+    extracted source before make, so a typo costs seconds, not a build."""
+    deps = kconfig_dependencies(_tree_kconfig_texts(src))
+    bad = [(f, sym) for f in fragments for sym in unknown_symbols(parse_fragment(f.read_text()), deps)]
+    if bad:
+        lines = "\n".join(f"    {sym} (in {'--kconfig-add / kernel.kconfig_add' if f.name == 'rig-kconfig-add.config' else f})"
+                          for f, sym in bad)
+        raise BuildError(f"{len(bad)} kernel option(s) do not exist in {src}'s Kconfig files (a typo, or "
+                         f"renamed or removed in this kernel version):\n{lines}\n  Fix: correct or drop them.")
+
+
 def _tree_kconfig_texts(src: Path) -> list[str]:
     texts = []
     for root, dirs, files in os.walk(src):
@@ -301,6 +317,7 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
         extra = out / "rig-kconfig-add.config"
         extra.write_text("\n".join(spec.kconfig_add) + "\n")
         fragments.append(extra)
+    check_symbols_exist(src, fragments)  # before any compiler runs (tinyconfig builds the kconfig tools)
     make.run("tinyconfig")
     make.merge(fragments)
     make.run("olddefconfig")

@@ -72,7 +72,9 @@ def load_matrix(path: Path) -> Matrix:
     if not isinstance(select, list) or not all(isinstance(p, str) and p for p in select):
         raise ConfigError(f"{path}: 'select' must be a list of case id patterns, e.g. select: [\"mmap.*\"] "
                           f"(got {select!r}); a manual case is selected only by its exact id")
-    parallel = int(data.get("parallel", max(1, (os.cpu_count() or 2) // 2)))
+    parallel = data.get("parallel", max(1, (os.cpu_count() or 2) // 2))
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise ConfigError(f"{path}: 'parallel' must be a whole number of cells at once (>= 1), got {parallel!r}")
     return Matrix(tuple(cells), tuple(select), max(1, parallel))
 
 

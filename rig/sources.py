@@ -173,11 +173,15 @@ def read_patches(paths: list[Path]) -> list[Patch]:
                 out.append(Patch(path.resolve(), i, _subject(msg, path.name), msg))
             continue
         # a quilt series file: one patch per line, relative to the series file, '#' comments
-        entries = [ln.split("#", 1)[0].split() for ln in text.splitlines()]
-        names = [e[0] for e in entries if e]
+        entries = [(n, ln.split("#", 1)[0].split()) for n, ln in enumerate(text.splitlines(), 1)]
+        names = [(n, e[0]) for n, e in entries if e]
         if not names:
             raise ConfigError(f"{path} is neither a patch, an mbox nor a series file (no diff, no patch names)")
-        out += read_patches([path.parent / n for n in names])
+        for n, name in names:
+            if not (path.parent / name).is_file():
+                raise ConfigError(f"{path} has no diff, so it was read as a quilt series file, but its line {n} "
+                                  f"names {name!r}, which is not a file next to it: is {path} a patch at all?")
+        out += read_patches([path.parent / n for _, n in names])
     return out
 
 
