@@ -69,3 +69,17 @@ def test_series_walk_stops_at_a_patch_that_does_not_apply(tmp_path):
     assert "STOPPED: patch 2" in r.stdout and "does not apply" in r.stdout
     steps = json.loads((tmp_path / "walk" / "series.json").read_text())["steps"]
     assert len(steps) == 2  # base and the first patch ran; the walk stopped before the broken one
+
+
+def test_gupfast_profile_passes_the_whole_suite(tmp_path):
+    """The profile where GUP-fast really handles P2PDMA pages (no CONFIG_SECRETMEM, which makes GUP-fast give
+    up on every page of a kernel that has it): every case, every topology, as in the default profile."""
+    out = tmp_path / "gupfast"
+    r = rig("run", "--profile", "gupfast", "--out", out)
+    data = json.loads((out / "results.json").read_text())
+    bad = {c["id"]: c["verdict"] for c in data["cases"] if c["verdict"] not in ("pass", "xfail")}
+    assert r.returncode == 0 and not bad, r.stdout[-3000:] + r.stderr[-2000:]
+    kernel = data["manifest"]["kernel"]
+    assert kernel["profile"] == "gupfast"
+    config = (load_config().cache_path / "kernels" / kernel["key"] / "config").read_text()
+    assert "# CONFIG_SECRETMEM is not set" in config
