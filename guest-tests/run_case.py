@@ -18,6 +18,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the machine as the boot's first case found it; every case must leave it so (tmpfs: gone with the boot)
 BASELINE = "/run/p2pdma-rig-baseline.json"
+# /dev/kmsg sequence number of the last message a case has seen: what comes after it and before the next case
+# (boot, or between two cases) is reported with that next case, so the rig judges the kernel's complaints there
+KMSG_SEEN = "/run/p2pdma-rig-kmsg-seq"
 STATE_SETTLE_S = 3.0  # a child that exits after the probe returns can still hold a mapping for a moment
 
 
@@ -131,7 +134,8 @@ def main():
         print(json.dumps(out))
         return 0
     baseline = baseline_state()
-    seq, _ = kernel_messages(-1)
+    seen = int(_read(KMSG_SEEN) or -1)
+    seq, out["kernel_warnings_before"] = kernel_messages(seen)
     kmsg(f"begin {case_id}")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
@@ -151,7 +155,11 @@ def main():
             break
         time.sleep(0.1)
     out["state_changed"] = changed
-    out["kernel_warnings"] = kernel_messages(seq)[1][-50:]
+    end_seq, out["kernel_warnings"] = kernel_messages(seq)
+    out["kernel_warnings"] = out["kernel_warnings"][-50:]
+    out["kernel_warnings_before"] = out["kernel_warnings_before"][-50:]
+    with open(KMSG_SEEN, "w") as f:
+        f.write(str(end_seq))
     kmsg(f"end {case_id}")
     out["rc"] = proc.returncode if proc.returncode >= 0 else None
     out["signal"] = -proc.returncode if proc.returncode < 0 else None

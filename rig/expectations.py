@@ -124,6 +124,42 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
     return out
 
 
+@dataclass(frozen=True)
+class MessageRules:
+    """Kernel messages at warning level or worse that the rig's machines print without any fault of the kernel
+    under test: `anywhere` (QEMU/TCG timing noise) and `outside_cases` (normal at boot on these machines)."""
+
+    anywhere: tuple[str, ...] = ()
+    outside_cases: tuple[str, ...] = ()
+
+    def unexpected(self, messages, in_case: bool) -> list[str]:
+        patterns = self.anywhere + (() if in_case else self.outside_cases)
+        return [m for m in messages if not any(re.search(p, m) for p in patterns)]
+
+
+def load_message_rules(path: Path = EXPECTATIONS_FILE) -> MessageRules:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read expectations {path}: {e}")
+    raw = data.get("kernel_messages") or {}
+    unknown = set(raw) - {"anywhere", "outside_cases"}
+    if unknown:
+        raise ConfigError(f"{path}: kernel_messages has unknown key(s) {', '.join(sorted(unknown))}")
+    lists = {}
+    for key in ("anywhere", "outside_cases"):
+        value = raw.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: kernel_messages.{key} must be a list of regexes")
+        for v in value:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ConfigError(f"{path}: kernel_messages.{key} entry {v!r} is not a regex: {e}")
+        lists[key] = tuple(value)
+    return MessageRules(lists["anywhere"], lists["outside_cases"])
+
+
 def _matches(expected: Any, observed: Any) -> bool:
     if isinstance(expected, dict):
         if "one_of" in expected:

@@ -38,6 +38,8 @@ class CaseRun:
     state_change: str = ""
     # the kernel's own messages at warning level or worse during the case (from /dev/kmsg, with levels)
     kernel_warnings: tuple[str, ...] = ()
+    # the same since the previous case ended (or since boot, for a boot's first case): outside every case
+    kernel_warnings_before: tuple[str, ...] = ()
 
 
 def c_sources(root: Path = GUEST_TESTS) -> list[Path]:
@@ -132,4 +134,4 @@ def run_case(vm, case_id: str, timeout_s: float, during=None) -> CaseRun:
         problem = f"the probe printed no result (exit {out.get('rc')}): {out.get('stderr', '').strip()[-300:]}"
     return CaseRun(case_id, out.get("result"), problem, float(out.get("duration_s") or 0.0),
                    out.get("stderr", ""), "; ".join(out.get("state_changed") or []),
-                   tuple(out.get("kernel_warnings") or ()))
+                   tuple(out.get("kernel_warnings") or ()), tuple(out.get("kernel_warnings_before") or ()))

@@ -10,7 +10,7 @@ import time
 from rig import probes as probesmod
 from rig.config import RigConfig
 from rig.errors import ConfigError, GuestError
-from rig.expectations import Expectation, judge
+from rig.expectations import Expectation, MessageRules, judge, load_message_rules
 from rig.image import GuestImage, SshKey
 from rig.kernel import KernelBuild
 from rig.model import BootRecord, CaseResult, Verdict
@@ -52,6 +52,9 @@ class Suite:
                                  prepare=lambda vm, workdir: probesmod.upload(vm, probe_set, workdir),
                                  on_retire=self._judge_console)
         self.results: list[CaseResult] = []
+        self.message_rules: MessageRules = load_message_rules()
+        # per boot: the kernel's messages at warning level or worse outside every case (boot, between cases)
+        self._outside_messages: dict[int, list[str]] = {}
 
     @property
     def boots(self) -> list[BootRecord]:
@@ -99,8 +102,9 @@ class Suite:
             problems.append("kernel splat: " + "; ".join(s.title for s in failing))
         # the kernel complaining (warning level or worse) about something the case does not declare; the lines
         # of a splat are judged as that splat
-        complaints = [m for m in exp.unexpected_messages(run.kernel_warnings)
+        complaints = [m for m in self.message_rules.unexpected(exp.unexpected_messages(run.kernel_warnings), True)
                       if not any(m in s.text for s in splats)]
+        self._outside_messages.setdefault(boot, []).extend(run.kernel_warnings_before)
         if complaints:
             problems.append("unexpected kernel message(s) at warning level or worse: "
                             + "; ".join(repr(m[:160]) for m in complaints[:5]))
@@ -146,17 +150,23 @@ class Suite:
         failing = [s for s in stray if not s.allowed]
         where = [f"{s.title} ({'in ' + s.owner + ', after its verdict' if s.owner else 'outside every case'})"
                  for s in failing]
+        messages = self._outside_messages.get(rec.boot, [])
+        complaints = [m for m in self.message_rules.unexpected(messages, in_case=False)
+                      if not any(m in s.text for s in stray)]
+        problems = (["kernel splat outside the cases: " + "; ".join(where)] if where else []) + (
+            ["unexpected kernel message(s) at warning level or worse outside the cases: "
+             + "; ".join(repr(m[:160]) for m in complaints[:5])] if complaints else [])
         self.results.append(CaseResult(
             id=console_case_id(rec.boot), area=CONSOLE_AREA,
-            description=f"no kernel report on boot {rec.boot}'s console outside the cases that were judged on it",
-            section="", verdict=Verdict.FAIL if failing else Verdict.PASS, expected={"splats": []},
-            observed={"splats": [s.title for s in stray]}, mismatches=[f"splat: {w}" for w in where],
-            reason=("kernel splat outside the cases: " + "; ".join(where)) if failing else "",
-            duration_s=0.0, boot=rec.boot, dmesg="", splats=stray,
+            description=f"no kernel report on boot {rec.boot}'s console outside the cases that were judged on it, "
+                        "and no unexpected kernel message at warning level or worse at boot or between cases",
+            section="", verdict=Verdict.FAIL if problems else Verdict.PASS, expected={"splats": [], "messages": []},
+            observed={"splats": [s.title for s in stray], "messages": messages},
+            mismatches=[f"splat: {w}" for w in where] + [f"message: {m}" for m in complaints],
+            reason="; ".join(problems), duration_s=0.0, boot=rec.boot, dmesg="", splats=stray,
         ))
-        if failing:
-            self.progress.note(f"boot {rec.boot}: {len(failing)} kernel report(s) outside the cases: "
-                               + "; ".join(where))
+        if problems:
+            self.progress.note(f"boot {rec.boot}: " + "; ".join(problems))
 
     def run_all(self, case_ids: list[str]) -> list[CaseResult]:
         for n, cid in enumerate(case_ids, 1):
