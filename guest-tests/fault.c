@@ -1,5 +1,5 @@
 /* Page faults on p2pmem: SIGBUS after the page is gone, and the write-protect fault loop
- * (p2pdma-behaviour.md sections 1.2 and 8.9). */
+ * (docs/behaviour.md sections 1.2 and 8.9). */
 #define AREA "fault"
 #include "lib/probe.h"
 

@@ -1,4 +1,4 @@
-/* get_user_pages on p2pmem: through /sys/kernel/debug/gup_test (CONFIG_GUP_TEST; p2pdma-behaviour.md section 3),
+/* get_user_pages on p2pmem: through /sys/kernel/debug/gup_test (CONFIG_GUP_TEST; docs/behaviour.md section 3),
  * where the benchmark ioctls report failure only through the returned size, and through the syscalls that GUP
  * user memory without FOLL_PCI_P2PDMA (section 2). */
 #define AREA "gup"
@@ -9,7 +9,7 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 
-/* mm/gup_test.h is not a UAPI header; layout from p2pdma-behaviour.md section 3 (sizeof 80) */
+/* mm/gup_test.h is not a UAPI header; layout from docs/behaviour.md section 3 (sizeof 80) */
 struct gup_test {
 	uint64_t get_delta_usec, put_delta_usec, addr, size;
 	uint32_t nr_pages_per_call, gup_flags, test_flags;

@@ -1,5 +1,5 @@
 /* Removal of the provider through the hypervisor (QMP device_del) while userspace maps p2pmem
- * (p2pdma-behaviour.md sections 1.4 and 8.1). The host acts once the probe logs its ready marker. */
+ * (docs/behaviour.md sections 1.4 and 8.1). The host acts once the probe logs its ready marker. */
 #define AREA "hotplug"
 #include "lib/probe.h"
 

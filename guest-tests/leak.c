@@ -1,4 +1,4 @@
-/* Data left in p2pmem by a previous owner (p2pdma-behaviour.md sections 1.2 and 8.8). */
+/* Data left in p2pmem by a previous owner (docs/behaviour.md sections 1.2 and 8.8). */
 #define AREA "leak"
 #include "lib/probe.h"
 

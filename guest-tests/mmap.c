@@ -1,4 +1,4 @@
-/* mmap of /sys/bus/pci/devices/<bdf>/p2pmem/allocate (p2pdma-behaviour.md section 1.2). */
+/* mmap of /sys/bus/pci/devices/<bdf>/p2pmem/allocate (docs/behaviour.md section 1.2). */
 #define AREA "mmap"
 #include "lib/probe.h"
 

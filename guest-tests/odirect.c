@@ -1,4 +1,4 @@
-/* O_DIRECT I/O with a p2pmem buffer (p2pdma-behaviour.md sections 2 and 4). */
+/* O_DIRECT I/O with a p2pmem buffer (docs/behaviour.md sections 2 and 4). */
 #define AREA "odirect"
 #include "lib/probe.h"
 #include <sys/syscall.h>
@@ -136,7 +136,7 @@ static unsigned char *pattern(size_t len, unsigned seed)
 }
 
 /* CPU copies into p2pmem with 8-byte accesses: the CMB is MMIO in QEMU, where wide SIMD stores are unsafe
- * under KVM (p2pdma-behaviour.md section 7, rig notes) */
+ * under KVM (docs/behaviour.md section 7, rig notes) */
 static void p2p_copy(volatile void *dst, const void *src, size_t len)
 {
 	volatile uint64_t *d = dst;

@@ -1,5 +1,5 @@
 /* P2P between the provider's CMB and ANOTHER NVMe (the peer as DMA client), by topology
- * (p2pdma-behaviour.md sections 6 and 8.2). Each case runs in the topology expectations.yaml names. */
+ * (docs/behaviour.md sections 6 and 8.2). Each case runs in the topology expectations.yaml names. */
 #define AREA "peer"
 #include "lib/probe.h"
 #include <pthread.h>

@@ -1,4 +1,4 @@
-"""The p2pmem sysfs group: size, available, published, allocate (p2pdma-behaviour.md section 1.1)."""
+"""The p2pmem sysfs group: size, available, published, allocate (docs/behaviour.md section 1.1)."""
 import os
 import stat
 import sys

@@ -1,4 +1,4 @@
-/* Unbinding the provider's driver while userspace maps p2pmem (p2pdma-behaviour.md sections 1.4 and 8.1).
+/* Unbinding the provider's driver while userspace maps p2pmem (docs/behaviour.md sections 1.4 and 8.1).
  * Every case leaves the device bound again: later cases depend on it. */
 #define AREA "unbind"
 #include "lib/probe.h"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rig import __version__, cli_report
 from rig.config import RigConfig, load_config
+from rig.behaviour_doc import link as doc_link, section_numbers
 from rig.errors import EXIT_HARNESS, RigError
 from rig.expectations import load_expectations, select_cases
 from rig.image import build_image, ensure_ssh_key, image_spec
@@ -260,7 +261,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         flag += f"  [topology: {e.topology}]" if e.topology != "default" else ""
         flag += f"  [allows splats: {', '.join(e.allow_splats)}]" if e.allow_splats else ""
         flag += "  [manual: only with -k <exact id>]" if e.manual else ""
-        print(f"{cid:40s} §{e.section:12s} {json.dumps(e.expect)}{flag}")
+        doc = doc_link((section_numbers(e.section) or [""])[0])  # the case's first section in docs/behaviour.md
+        print(f"{cid:40s} §{e.section:12s} {doc}  {json.dumps(e.expect)}{flag}")
     return 0
 
 

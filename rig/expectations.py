@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from rig.behaviour_doc import DOC_REL, section_numbers, sections as doc_sections
 from rig.config import REPO_ROOT
 from rig.errors import ConfigError
 from rig.model import Verdict
@@ -94,11 +95,15 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
                 raise ConfigError(f"{path}: known issue {issue.id} names unknown case {cid}")
             issues[cid] = issue
     out: dict[str, Expectation] = {}
+    doc = doc_sections()  # {} without the file: nothing to check against
     for cid, raw in data["cases"].items():
         if "." not in cid or not isinstance(raw, dict) or not isinstance(raw.get("expect"), dict):
             raise ConfigError(f"{path}: case {cid!r} needs an 'area.name' id and an 'expect' mapping")
         if not raw.get("section"):
-            raise ConfigError(f"{path}: case {cid!r} needs a 'section' of p2pdma-behaviour.md")
+            raise ConfigError(f"{path}: case {cid!r} needs a 'section' of {DOC_REL}")
+        missing = [n for n in section_numbers(raw["section"]) if doc and n not in doc]
+        if missing:
+            raise ConfigError(f"{path}: case {cid!r}: section {', '.join(missing)} is not a heading of {DOC_REL}")
         unknown = set(raw) - CASE_KEYS
         if unknown:
             raise ConfigError(f"{path}: case {cid!r} has unknown key(s) {', '.join(sorted(unknown))}")

@@ -1,6 +1,6 @@
 """Race controller: guest-side workers (guest-tests/race/racer.c) hammer p2pmem while the provider is unbound
 and rebound; the host owns the clock, watches the console, and stops at the first failure with everything a
-reproducer needs (p2pdma-behaviour.md section 8).
+reproducer needs (docs/behaviour.md section 8).
 
 Detection: console splats (the console.py table: KASAN, lockdep, WARNING, BUG, Oops, hung task, RCU stall,
 soft lockup, panic), a guest that stops answering (no racer progress on the console and no SSH for `hang_s`:

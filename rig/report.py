@@ -8,6 +8,7 @@ from collections import Counter
 from html import escape
 from pathlib import Path
 
+from rig import behaviour_doc
 from rig.errors import RigError
 from rig.model import VERDICTS
 EXIT_MEANING = {0: "every case passed", 1: "a case failed or could not run", 2: "harness or configuration error",
@@ -168,6 +169,21 @@ def _manifest_html(m: dict, boots: list[dict], guest_kernel: str) -> str:
     return "<h2>Manifest</h2>" + _kv(rows)
 
 
+def _doc_sections(section: str) -> str:
+    """Each of the case's sections as 'docs/behaviour.md § N' with its title and repository-relative anchor;
+    a file:// link to this checkout's copy when there is one (a run directory has no path to the repository)."""
+    out, doc = [], behaviour_doc.sections()
+    for n in behaviour_doc.section_numbers(section):
+        s = doc.get(n)
+        text = f"{behaviour_doc.DOC_REL} &sect; {_e(n)}"
+        if s and behaviour_doc.BEHAVIOUR_DOC.is_file():
+            text = f'<a href="{_e(behaviour_doc.BEHAVIOUR_DOC.as_uri())}#{_e(s.anchor)}">{text}</a>'
+        if s:
+            text += f' {_e(s.title[len(n):].strip())} <span class="mono muted">{_e(behaviour_doc.link(n))}</span>'
+        out.append(f"<div>{text}</div>")
+    return "".join(out)
+
+
 def _case_row(c: dict, boots: dict) -> str:
     v = c.get("verdict", "")
     boot = c.get("boot")
@@ -182,7 +198,7 @@ def _case_row(c: dict, boots: dict) -> str:
         ("known issue", _e(c.get("known_issue"))),
         ("splats", f'<ul class="mm">{splats}</ul>' if splats else ""),
         ("dmesg during the case", _pre(c["dmesg"]) if c.get("dmesg") else '<span class="muted">empty</span>'),
-        ("doc section", f"p2pdma-behaviour.md &sect; {_e(c.get('section'))}" if c.get("section") else ""),
+        ("doc section", _doc_sections(c["section"]) if c.get("section") else ""),
         ("boot", f"{_e(boot)}" + (f" (topology {_e(topo)})" if topo else "")),
     ]
     inner = "".join(f"<h4>{_e(h)}</h4><div>{b}</div>" for h, b in body if b)

@@ -15,6 +15,7 @@ from junitparser import JUnitXml
 
 from rig import cli_report
 from rig.console import case_slices, find_splats, splats_in
+from rig.behaviour_doc import BEHAVIOUR_DOC
 from rig.errors import RigError
 from rig.report import diff_html, diff_runs, diff_text, write_report
 from rig.results import to_junit, write_run
@@ -101,7 +102,7 @@ class Page(HTMLParser):
 
     def __init__(self, text):
         super().__init__()
-        self.rows, self.stack, self.external, self.text = [], [], [], []
+        self.rows, self.stack, self.external, self.text, self.links = [], [], [], [], []
         self.feed(text)
         self.close()
 
@@ -109,7 +110,9 @@ class Page(HTMLParser):
         a = dict(attrs)
         if tag == "tr" and "data-case" in a:
             self.rows.append((a["data-case"], a.get("class", "")))
-        if tag in ("script", "link", "img", "iframe") or any(k in ("src", "href") for k in a):
+        if tag == "a" and set(a) == {"href"} and a["href"].startswith("file:"):
+            self.links.append(a["href"])  # a link the reader may follow (docs/behaviour.md); nothing is loaded
+        elif tag in ("script", "link", "img", "iframe") or any(k in ("src", "href") for k in a):
             self.external.append((tag, a))
         if tag not in self.VOID:
             self.stack.append(tag)
@@ -135,10 +138,15 @@ def test_report_of_a_real_run(run, tmp_path):
     text = "".join(page.text)
     manifest = json.loads((run / "manifest.json").read_text())
     for fact in (manifest["kernel"]["config_sha256"], manifest["kernel"]["source"]["version"], "guest kernel 6.12.117",
-                 manifest["host"]["qemu"], manifest["started"], "-device nvme,id=nvme0", "p2pdma-behaviour.md § 1.2"):
+                 manifest["host"]["qemu"], manifest["started"], "-device nvme,id=nvme0", "docs/behaviour.md § 1.2",
+                 "docs/behaviour.md#12-mmap-of-p2pmemallocate"):
         assert fact in text
     for c in cases:
         assert c["dmesg"].splitlines()[-1] in text
+    # each case's sections link into this checkout's docs/behaviour.md, at the section's heading
+    doc = BEHAVIOUR_DOC.as_uri()
+    assert page.links and all(href.startswith(doc + "#") for href in page.links)
+    assert f"{doc}#12-mmap-of-p2pmemallocate" in page.links
 
 
 def test_report_escapes_dmesg_and_shows_the_splat(warn_run):

@@ -1,4 +1,4 @@
-/* Guest-side race workers for `rig race` (p2pdma-behaviour.md section 8). One scenario per run:
+/* Guest-side race workers for `rig race` (docs/behaviour.md section 8). One scenario per run:
  *
  *   racer SCENARIO SECONDS WORKERS SEED
  *
