@@ -208,7 +208,8 @@ def compiler_version() -> str:
 def build_key(spec: KernelSpec) -> str:
     parts = [RECIPE_VERSION, spec.source.ident, compiler_version()]
     for f in spec.fragments:
-        parts += [f.name, f.read_text()]
+        # what the fragment asks for, not its comments: rewording a comment rebuilds nothing
+        parts += [f.name, repr(sorted(parse_fragment(f.read_text()).items()))]
     parts += list(spec.kconfig_add)
     if spec.patches:
         parts += ["patches"] + [p.sha256 for p in spec.patches]
