@@ -1,0 +1,32 @@
+"""The probe cases of test_probes.py run in a shuffled order (grouped by machine, as `rig run --shuffle` does),
+so every `make test` is also an isolation check. The seed is printed in the header; P2PDMA_RIG_SHUFFLE=SEED
+repeats an order, P2PDMA_RIG_SHUFFLE=off keeps the table's order."""
+import os
+import time
+
+from rig.expectations import load_expectations
+from rig.runner import run_order
+
+
+def _seed() -> int | None:
+    raw = os.environ.get("P2PDMA_RIG_SHUFFLE", "")
+    if raw == "off":
+        return None
+    return int(raw) if raw else int(time.strftime("%Y%m%d"))
+
+
+def pytest_report_header(config):
+    seed = _seed()
+    return f"probe cases: {'table order' if seed is None else f'shuffled, seed {seed} (P2PDMA_RIG_SHUFFLE={seed} repeats it)'}"
+
+
+def pytest_collection_modifyitems(config, items):
+    seed = _seed()
+    probes = [i for i in items if i.nodeid.startswith("tests/vm/test_probes.py::test_probe[")]
+    if seed is None or not probes:
+        return
+    by_id = {i.callspec.params["case_id"]: i for i in probes}
+    order = run_order(list(by_id), load_expectations(), seed)
+    first = items.index(probes[0])
+    rest = [i for i in items if i not in by_id.values()]
+    items[:] = rest[:first] + [by_id[c] for c in order] + rest[first:]
