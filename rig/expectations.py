@@ -107,17 +107,8 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
         unknown = set(raw) - CASE_KEYS
         if unknown:
             raise ConfigError(f"{path}: case {cid!r} has unknown key(s) {', '.join(sorted(unknown))}")
-        lists = {}
-        for key in ("allow_splats", "allow_dmesg", "dmesg"):
-            value = raw.get(key) or []
-            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
-                raise ConfigError(f"{path}: case {cid!r}: {key} must be a list of regexes")
-            for a in value:
-                try:
-                    re.compile(a)
-                except re.error as e:
-                    raise ConfigError(f"{path}: case {cid!r}: {key} entry {a!r} is not a regex: {e}")
-            lists[key] = tuple(value)
+        lists = {key: _regexes(raw.get(key), f"{path}: case {cid!r}: {key}")
+                 for key in ("allow_splats", "allow_dmesg", "dmesg")}
         out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(cid),
                                lists["dmesg"], str(raw.get("topology", "default")),
                                str(raw.get("host_action", "")), bool(raw.get("manual", False)),
@@ -151,18 +142,21 @@ def load_message_rules(path: Path = EXPECTATIONS_FILE) -> MessageRules:
     unknown = set(raw) - {"anywhere", "outside_cases"}
     if unknown:
         raise ConfigError(f"{path}: kernel_messages has unknown key(s) {', '.join(sorted(unknown))}")
-    lists = {}
-    for key in ("anywhere", "outside_cases"):
-        value = raw.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{path}: kernel_messages.{key} must be a list of regexes")
-        for v in value:
-            try:
-                re.compile(v)
-            except re.error as e:
-                raise ConfigError(f"{path}: kernel_messages.{key} entry {v!r} is not a regex: {e}")
-        lists[key] = tuple(value)
-    return MessageRules(lists["anywhere"], lists["outside_cases"])
+    return MessageRules(_regexes(raw.get("anywhere"), f"{path}: kernel_messages.anywhere"),
+                        _regexes(raw.get("outside_cases"), f"{path}: kernel_messages.outside_cases"))
+
+
+def _regexes(value: Any, where: str) -> tuple[str, ...]:
+    """A YAML list of regexes (absent = none), each one compiled once to be sure it is one."""
+    value = value or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of regexes")
+    for v in value:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ConfigError(f"{where} entry {v!r} is not a regex: {e}")
+    return tuple(value)
 
 
 def _matches(expected: Any, observed: Any) -> bool:
