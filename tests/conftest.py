@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,3 +16,32 @@ ZEROING_FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it
 def run_rig(*args, timeout: float = 900) -> subprocess.CompletedProcess:
     """The `rig` command as a user runs it, from the repository root, output captured."""
     return subprocess.run(RIG + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+# The probe cases of tests/vm/test_probes.py run in a shuffled order (grouped by machine, as `rig run --shuffle`
+# does), so every `make test` is also an isolation check. The seed is printed in the header;
+# P2PDMA_RIG_SHUFFLE=SEED repeats an order, P2PDMA_RIG_SHUFFLE=off keeps the table's order.
+
+
+def _seed() -> int | None:  # noqa: E302
+    raw = os.environ.get("P2PDMA_RIG_SHUFFLE", "")
+    if raw == "off":
+        return None
+    return int(raw) if raw else int(time.strftime("%Y%m%d"))
+
+
+def pytest_report_header(config):
+    seed = _seed()
+    return f"probe cases: {'table order' if seed is None else f'shuffled, seed {seed} (P2PDMA_RIG_SHUFFLE={seed} repeats it)'}"
+
+
+def pytest_collection_modifyitems(config, items):
+    seed = _seed()
+    probes = [i for i in items if i.nodeid.startswith("tests/vm/test_probes.py::test_probe[")]
+    if seed is None or not probes:
+        return
+    by_id = {i.callspec.params["case_id"]: i for i in probes}
+    order = run_order(list(by_id), load_expectations(), seed)
+    first = items.index(probes[0])
+    rest = [i for i in items if i not in by_id.values()]
+    items[:] = rest[:first] + [by_id[c] for c in order] + rest[first:]
