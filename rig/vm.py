@@ -5,6 +5,7 @@ started with PR_SET_PDEATHSIG so that even a SIGKILLed rig takes its QEMU with i
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import shutil
@@ -16,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pexpect
 
@@ -249,11 +251,26 @@ class RunningVM:
                 f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1")
 
 
+@contextlib.contextmanager
+def disk_dir(label: str, keep: bool = False) -> Iterator[Path]:
+    """A temporary directory for what a run needs but nobody reads afterwards: root overlays, NVMe backing
+    files (hundreds of MB apparent size), the probes' binaries and their upload bundle. Removed at the end
+    (also on Ctrl-C and SIGTERM) unless `keep` (--keep-disks), so that a run directory stays small enough to
+    upload. QEMU must be stopped before the block ends."""
+    d = Path(tempfile.mkdtemp(prefix=f"p2pdma-rig-disks-{label}-"))
+    try:
+        yield d
+    finally:
+        if not keep:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def start_vm(
     machine: MachineConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, workdir: Path, *,
-    boot: int = 1, progress: Progress | None = None,
+    boot: int = 1, progress: Progress | None = None, disks: Path | None = None,
 ) -> RunningVM:
-    """Prepare overlay and NVMe backing files in workdir, start QEMU, wait for SSH. Caller must stop()."""
+    """Start QEMU, wait for SSH. Console log and QEMU command line go to workdir; the root overlay and NVMe
+    backing files to `disks` (default: workdir). Caller must stop()."""
     qemu = shutil.which(machine.qemu_binary)
     if not qemu:
         raise BootError(f"QEMU binary {machine.qemu_binary!r} not found. Fix: run `make deps` (installs "
@@ -261,13 +278,15 @@ def start_vm(
     if not shutil.which("qemu-img"):
         raise BootError("qemu-img not found. Fix: run `make deps` (installs qemu-utils).")
     workdir.mkdir(parents=True, exist_ok=True)
-    overlay = workdir / "root.qcow2"
+    disks = disks or workdir
+    disks.mkdir(parents=True, exist_ok=True)
+    overlay = disks / "root.qcow2"
     overlay.unlink(missing_ok=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk), str(overlay)],
                    check=True)
     drives = []
     for i, n in enumerate(machine.nvme):
-        backing = workdir / f"nvme{i}.img"
+        backing = disks / f"nvme{i}.img"
         if not n.latency_ns:
             with open(backing, "wb") as f:
                 f.truncate(n.namespace_mb * 1024 * 1024)
