@@ -20,6 +20,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from rig.errors import ConfigError
 from rig.report import load_run, why
 
 ORIGIN = "p2pdma_rig"
@@ -84,8 +85,6 @@ def to_kcidb(run_dir: Path | str, origin: str = ORIGIN, url_base: str | None = N
     """The run as a KCIDB report (a dict ready for json.dump). `url_base`: where the run directory will be
     reachable (a CI artifact URL); with it, tests link their boot's console log and the report page."""
     if not re.fullmatch(r"[a-z0-9_]+", origin):
-        from rig.errors import ConfigError
-
         raise ConfigError(f"KCIDB origin {origin!r}: only lowercase letters, digits and '_'")
     d = Path(run_dir)
     data = load_run(d)

@@ -375,7 +375,7 @@ def diff_runs(run_a: Path | str, run_b: Path | str) -> list[dict]:
     out = []
     for i in list(ca) + [i for i in cb if i not in ca]:
         a, b = ca.get(i), cb.get(i)
-        va, vb = (a or {}).get("verdict", "-") if a else "-", (b or {}).get("verdict", "-") if b else "-"
+        va, vb = (a or {}).get("verdict", "-"), (b or {}).get("verdict", "-")
         if va != vb:
             out.append({"id": i, "verdict_a": va, "verdict_b": vb, "why_a": why(a), "why_b": why(b)})
     return out
