@@ -20,7 +20,8 @@ from test_report import PASSED_RUN, FAILED_RUN, rig
 RUNS = DATA / "runs"
 BASE_RUN = RUNS / "base"  # 3 pass, 1 xfail (leak.data_after_free), kernel.console.boot-1; exit 0
 BROKEN_RUN = RUNS / "broken"  # + selftest.hang error (watchdog), selftest.leak_mapping fail; exit 1
-ALL_RUNS = [BASE_RUN, BROKEN_RUN, FAILED_RUN, PASSED_RUN]
+PATCHED_RUN = RUNS / "patched"  # base's cases on the kernel with the shipped fix: leak.data_after_free xpass
+ALL_RUNS = [BASE_RUN, BROKEN_RUN, PATCHED_RUN, FAILED_RUN, PASSED_RUN]
 SCHEMA = kcidb_io.schema.V5_3
 FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 
@@ -43,7 +44,8 @@ def test_every_real_run_is_a_valid_kcidb_report(run):
     assert build["id"] == f"{ORIGIN}:{manifest['kernel']['key']}" and build["checkout_id"] == checkout["id"]
     assert build["compiler"] == manifest["kernel"]["compiler"] and build["status"] == "PASS"
     assert checkout["git_commit_name"] == manifest["kernel"]["source"]["version"] == "6.12.117-1~deb12u1"
-    assert checkout["patchset_hash"] == ""  # no patches
+    if run != PATCHED_RUN:
+        assert checkout["patchset_hash"] == ""  # no patches
     cases = cases_of(run)
     assert [t["path"] for t in report["tests"]] == [f"p2pdma_rig.{c['id']}" for c in cases]
     assert [t["status"] for t in report["tests"]] == [STATUS[c["verdict"]] for c in cases]
@@ -73,6 +75,23 @@ def test_verdicts_map_onto_kcidb_statuses_with_the_reason_kept():
     assert "watchdog: the probe ran longer than 5s" in tests["selftest.hang"]["log_excerpt"]
     assert "left the machine changed" in tests["selftest.leak_mapping"]["log_excerpt"]
     assert "p2pdma-rig: begin selftest.leak_mapping" in tests["selftest.leak_mapping"]["log_excerpt"]
+
+
+def test_a_real_patched_run_an_xpass_and_its_patchset():
+    report = to_kcidb(PATCHED_RUN)
+    tests = {t["path"].removeprefix("p2pdma_rig."): t for t in report["tests"]}
+    leak = tests["leak.data_after_free"]
+    assert leak["status"] == "PASS" and leak["misc"]["rig_verdict"] == "xpass"
+    assert leak["misc"]["reason"] == "known issue p2pmem-not-zeroed did not show: the kernel may fix it"
+    [incident] = report["incidents"]
+    assert incident["present"] is False and incident["test_id"] == leak["id"]
+    shell = subprocess.run(f"sha256sum {FIX} | cut -c-64 | sha256sum | cut -c-64", shell=True,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    [checkout], [build] = report["checkouts"], report["builds"]
+    assert checkout["patchset_hash"] == shell
+    base = to_kcidb(BASE_RUN)
+    assert checkout["id"] != base["checkouts"][0]["id"] and build["id"] != base["builds"][0]["id"]
+    assert build["command"].endswith(f"--patch {json.loads((PATCHED_RUN / 'manifest.json').read_text())['kernel']['patches'][0]['file']}")
 
 
 def test_xpass_is_a_pass_whose_incident_says_the_bug_was_absent(tmp_path):

@@ -382,6 +382,35 @@ def test_diff_text_and_html():
     assert html.count("Linux 6.12.117 | source debian 6.12.117-1~deb12u1 | profile default | patches none") == 2
 
 
+PATCHED_RUN = RUNS / "patched"  # base's cases on the kernel with the shipped zeroing fix: leak.data_after_free xpass
+
+
+def test_diff_of_two_kernels_names_both_and_explains_the_change():
+    text = diff_text(BASE_RUN, PATCHED_RUN)
+    lines = text.splitlines()
+    assert lines[1] == "   kernel: Linux 6.12.117 | source debian 6.12.117-1~deb12u1 | profile default | patches none"
+    assert lines[3] == ("   kernel: Linux 6.12.117 | source debian 6.12.117-1~deb12u1 | profile default | patches "
+                        "[PATCH] PCI/P2PDMA: Clear p2pmem before mapping it to userspace")
+    assert lines[5:] == [
+        "case                  A      B",
+        "-----------------------------------",
+        "leak.data_after_free  xfail  xpass",
+        "    A xfail: known issue p2pmem-not-zeroed: p2pmem_alloc_mmap() hands out genalloc memory without clearing "
+        "it, so a new mapper reads the previous owner's bytes (cross-process information leak).",
+        "    A xfail: sees_previous_data: expected False, observed True",
+        "    B xpass: known issue p2pmem-not-zeroed did not show: the kernel may fix it",
+        "1 case(s) changed verdict"]
+    html = diff_html(BASE_RUN, PATCHED_RUN)
+    assert '<td class="verdict v-xfail">xfail</td><td class="verdict v-xpass">xpass</td>' in html
+    assert "<li>known issue p2pmem-not-zeroed did not show: the kernel may fix it</li>" in html
+
+
+def test_report_of_the_patched_kernel_names_its_patch(tmp_path):
+    text = "".join(Page(write_report(real_copy(PATCHED_RUN, tmp_path)).read_text()).text)
+    assert "p2pdma-rig: Linux 6.12.117, profile default" in text
+    assert "patches [PATCH] PCI/P2PDMA: Clear p2pmem before mapping it to userspace" in text
+
+
 def test_diff_explains_errors_and_failures_of_the_later_run():
     changes = {c["id"]: c for c in diff_runs(BASE_RUN, FAILURES_RUN)}
     assert set(changes) == {"selftest.hang", "selftest.leak_mapping"}
