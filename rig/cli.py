@@ -254,9 +254,9 @@ def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list
     """Compile the probes, run the cases in VMs, write the run directory. The probes' binaries and every
     boot's disks go to a temporary directory, deleted at the end unless keep_disks.
     Returns (results.json's data, the case results, the boots)."""
-    from rig.vm import disk_dir
+    from rig.vm import DiskDir
 
-    with disk_dir(run_dir.name, keep_disks) as disks:
+    with DiskDir(run_dir.name, keep_disks) as disks:
         return _run_cases_in(cfg, kernel, image, key, run_dir, case_ids, expectations, argv_for_reproduce,
                              shuffle_seed, disks if keep_disks else None, disks)
 
@@ -382,7 +382,7 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from rig.vm import disk_dir
+    from rig.vm import DiskDir
 
     cfg = _config(args)
     kernel = build_kernel(kernel_spec(cfg), Progress("kernel"))
@@ -391,7 +391,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if args.topology != "default" and args.topology not in cfg.topologies:
         raise RigError(f"unknown topology {args.topology!r}; defined: default, {', '.join(sorted(cfg.topologies))}")
     d = _new_run_dir(cfg, args.out, prefix="boot-")
-    with disk_dir(d.name, args.keep_disks) as disks:
+    with DiskDir(d.name, args.keep_disks) as disks:
         code = _boot(cfg, args, kernel, image, key, d, disks)
     if args.keep_disks:
         print(f"disks kept (--keep-disks): {disks}")

@@ -16,7 +16,7 @@ from rig.image import GuestImage, SshKey
 from rig.kernel import KernelBuild, decode_stacktrace, has_dwarf
 from rig.model import BootRecord, SplatRecord
 from rig.progress import Progress
-from rig.vm import RunningVM, disk_dir, start_vm
+from rig.vm import DiskDir, RunningVM, start_vm
 
 NO_DWARF_NOTE = ("this kernel has no DWARF (CONFIG_DEBUG_INFO off), so file:line shows as '?'; run with "
                  "--profile debug to get them")
@@ -31,8 +31,8 @@ class VMSession:
         self.run_dir = run_dir
         # each boot's overlay, NVMe backing files and upload bundle go to <disks>/boot-N/, never the run
         # directory; without `disks` the session makes a temporary one and removes it when closed
-        self._own_disks = None if disks else disk_dir(run_dir.name, keep_disks)
-        self.disks = disks or self._own_disks.__enter__()
+        self._own_disks = None if disks else DiskDir(run_dir.name, keep_disks)
+        self.disks = disks or self._own_disks.path
         self.progress = progress
         self._prepare = prepare  # called on every new VM, with its boot's scratch directory, before it is used
         self.on_retire = on_retire  # called with the boot's record once its console is scanned to the end
@@ -98,8 +98,7 @@ class VMSession:
             self.retire("end of run")
         finally:
             if self._own_disks is not None:
-                own, self._own_disks = self._own_disks, None
-                own.__exit__(None, None, None)
+                self._own_disks.close()
 
     def __enter__(self) -> "VMSession":
         return self

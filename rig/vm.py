@@ -5,7 +5,6 @@ started with PR_SET_PDEATHSIG so that even a SIGKILLed rig takes its QEMU with i
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import shutil
@@ -17,7 +16,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pexpect
 
@@ -251,18 +249,25 @@ class RunningVM:
                 f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1")
 
 
-@contextlib.contextmanager
-def disk_dir(label: str, keep: bool = False) -> Iterator[Path]:
+class DiskDir:
     """A temporary directory for what a run needs but nobody reads afterwards: root overlays, NVMe backing
-    files (hundreds of MB apparent size), the probes' binaries and their upload bundle. Removed at the end
-    (also on Ctrl-C and SIGTERM) unless `keep` (--keep-disks), so that a run directory stays small enough to
-    upload. QEMU must be stopped before the block ends."""
-    d = Path(tempfile.mkdtemp(prefix=f"p2pdma-rig-disks-{label}-"))
-    try:
-        yield d
-    finally:
-        if not keep:
-            shutil.rmtree(d, ignore_errors=True)
+    files (hundreds of MB apparent size), the probes' binaries and their upload bundle. Removed by close() (or at
+    the end of a `with` block, also on Ctrl-C and SIGTERM) unless `keep` (--keep-disks), so that a run directory
+    stays small enough to upload. QEMU must be stopped first."""
+
+    def __init__(self, label: str, keep: bool = False):
+        self.path = Path(tempfile.mkdtemp(prefix=f"p2pdma-rig-disks-{label}-"))
+        self.keep = keep
+
+    def close(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def start_vm(
