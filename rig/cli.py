@@ -39,6 +39,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _machine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="QEMU accelerator (default from YAML: auto)")
     p.add_argument("--cpu", help="QEMU -cpu model (default: max under TCG, host under KVM)")
+    p.add_argument("--keep-disks", action="store_true",
+                   help="keep the guest disks (root overlay, NVMe backing files, probe bundle) in their temporary "
+                   "directory, printed at the end and named in the manifest (default: deleted)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--semantics", choices=("merged", "v3"), help="expectations for which kernel semantics")
     run.add_argument("--shuffle", type=int, metavar="SEED",
                      help="run the cases of each machine in a random order that SEED repeats (isolation check)")
+    run.add_argument("--kcidb", metavar="FILE",
+                     help="also write the run as KCIDB JSON (KernelCI's schema) to FILE, as `rig kcidb` does")
 
     k = sub.add_parser("kernel", help="build the kernel only and print the bzImage path")
     _common(k)
@@ -85,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
                       help="machine variant from rig.yaml `topologies` (switch, rootbus-intel, rootbus-amd, ...)")
 
     ssh = sub.add_parser("ssh", help="open a shell (or run a command) in the VM of the latest `rig boot`")
-    ssh.add_argument("--dir", metavar="DIR", help="the boot's directory (default: out/latest-boot)")
+    ssh.add_argument("--config", metavar="FILE", help="rig YAML whose out_dir holds latest-boot (default: rig.yaml)")
+    ssh.add_argument("--dir", metavar="DIR", help="the boot's directory (default: <out_dir>/latest-boot)")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run instead of a shell")
 
     race = sub.add_parser("race", help="hammer unbind/rebind against mmap, fork, O_DIRECT workers until the kernel "
@@ -201,14 +207,42 @@ def _new_run_dir(cfg: RigConfig, explicit: str | None, prefix: str = "") -> Path
     return d
 
 
-def _link_latest(d: Path, name: str) -> None:
-    link = d.parent / name
+def _link_latest(cfg: RigConfig, d: Path, name: str) -> Path | None:
+    """<out_dir>/<name> -> d, when d is inside the configured output directory; a directory given with --out
+    elsewhere gets no link (nothing is ever created outside out_dir). Replaced atomically: parallel runs
+    (matrix cells) never see it missing."""
+    out = cfg.out_path.resolve()
     try:
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(d.name)
+        rel = d.resolve().relative_to(out)
+    except ValueError:
+        return None
+    link, tmp = out / name, out / f".{name}.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(rel)
+        os.replace(tmp, link)
     except OSError:
-        pass
+        tmp.unlink(missing_ok=True)
+        return None
+    return link
+
+
+def reproduce_run(args: argparse.Namespace, cfg: RigConfig, spec) -> list[str]:
+    """The `rig run` command line that repeats this run: the config file, the kernel (source, profile, extra
+    options, patches), every machine and expectation option that differs from the default, the selection and
+    the shuffle seed. Output options (--out, --kcidb, --keep-disks) change no verdict and are left out."""
+    from rig.kernel import reproduce_command
+
+    argv = ["rig", "run"] + (["--config", cfg.source_file] if args.config else [])
+    argv += shlex.split(reproduce_command(spec))[2:]
+    for opt, value, default in (("--accel", cfg.machine.accel, "auto"), ("--cpu", cfg.machine.cpu, "auto"),
+                                ("--semantics", cfg.probes.semantics, "merged")):
+        if value != default:
+            argv += [opt, value]
+    argv += [a for p in cfg.probes.select for a in ("-k", p)]
+    if args.shuffle is not None:
+        argv += ["--shuffle", str(args.shuffle)]
+    return argv
 
 
 def _host_facts() -> dict:
@@ -267,9 +301,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list[str], expectations,
-               argv_for_reproduce: list[str], shuffle_seed: int | None = None):
-    """Compile the probes, run the cases in VMs, write the run directory.
+               argv_for_reproduce: list[str], shuffle_seed: int | None = None, keep_disks: bool = False):
+    """Compile the probes, run the cases in VMs, write the run directory. The probes' binaries and every
+    boot's disks go to a temporary directory, deleted at the end unless keep_disks.
     Returns (results.json's data, the case results, the boots)."""
+    from rig.vm import DiskDir
+
+    with DiskDir(run_dir.name, keep_disks) as disks:
+        return _run_cases_in(cfg, kernel, image, key, run_dir, case_ids, expectations, argv_for_reproduce,
+                             shuffle_seed, disks if keep_disks else None, disks)
+
+
+def _run_cases_in(cfg, kernel, image, key, run_dir, case_ids, expectations, argv_for_reproduce, shuffle_seed,
+                  kept_disks: Path | None, disks: Path):
     from rig import probes as probesmod
     from rig.results import write_run
     from rig.runner import Suite, run_order
@@ -277,21 +321,23 @@ def _run_cases(cfg: RigConfig, kernel, image, key, run_dir: Path, case_ids: list
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     progress = Progress("run")
     progress.note(f"run directory {run_dir}")
-    probe_set = probesmod.prepare(kernel, run_dir)
+    probe_set = probesmod.prepare(kernel, disks)
     probesmod.check_against(probe_set.cases, list(expectations))
-    suite = Suite(cfg, kernel, image, key, run_dir, expectations, probe_set, progress)
+    suite = Suite(cfg, kernel, image, key, run_dir, expectations, probe_set, progress, disks=disks)
     try:
         with suite:
             suite.run_all(run_order(case_ids, expectations, shuffle_seed))
     finally:
         manifest = {
-            "rig_version": __version__, "command": sys.argv, "config_file": cfg.source_file,
+            "rig_version": __version__, "run_id": run_dir.name + "-" + secrets.token_hex(4),
+            "command": sys.argv, "config_file": cfg.source_file,
             "started": started, "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "kernel": kernel.manifest, "image": image.recipe, "semantics": cfg.probes.semantics,
             "selection": list(cfg.probes.select), "shuffle_seed": shuffle_seed, "host": _host_facts(),
             "accel": suite.boots[0].accel if suite.boots else None,
             "qemu_cmdlines": [b.qemu_cmdline for b in suite.boots],
             "reproduce": shlex.join(argv_for_reproduce),
+            "disks": str(kept_disks) if kept_disks else None,
         }
         data = write_run(run_dir, suite.results, suite.boots, manifest)
         from rig.report import write_report
@@ -319,18 +365,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     kernel = build_kernel(spec, Progress("kernel"))
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
-    _link_latest(run_dir, "latest")
-    reproduce = ["rig", "run"] + (["--config", cfg.source_file] if args.config else []) + \
-        shlex.split(kernel.manifest["reproduce"])[2:] + [a for p in cfg.probes.select for a in ("-k", p)] + \
-        (["--shuffle", str(args.shuffle)] if args.shuffle is not None else [])
+    _link_latest(cfg, run_dir, "latest")
+    reproduce = reproduce_run(args, cfg, spec)
     data, results, boots = _run_cases(cfg, kernel, image, key, run_dir, case_ids, expectations, reproduce,
-                                      args.shuffle)
+                                      args.shuffle, args.keep_disks)
+    if args.kcidb:
+        from rig.kcidb import write_kcidb
+
+        write_kcidb(run_dir, args.kcidb)
     print()
     print(summary_table(results))
     for b in boots:
         for s in b.splats:
             where = f"in {s.owner}" if s.owner else "outside every case"
             print(f"  SPLAT (boot {b.boot}, {where}{', allowed by its expectation' if s.allowed else ''}): {s.title}")
+    if data["manifest"].get("disks"):
+        print(f"disks kept (--keep-disks): {data['manifest']['disks']}")
+    if args.kcidb:
+        print(f"kcidb: {args.kcidb}")
     print(f"\nresults: {run_dir / 'results.json'}  (exit {data['exit_code']})")
     return data["exit_code"]
 
@@ -354,7 +406,7 @@ def cmd_series(args: argparse.Namespace) -> int:
     walk_dir = _new_run_dir(cfg, args.out, prefix="series-")
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
-    _link_latest(walk_dir, "latest-series")
+    _link_latest(cfg, walk_dir, "latest-series")
     steps: list[dict] = []
     stopped = ""
     for i in range(len(series) + 1):
@@ -369,7 +421,7 @@ def cmd_series(args: argparse.Namespace) -> int:
         step_dir = walk_dir / f"step-{i:02d}"
         step_dir.mkdir()
         data, results, _boots = _run_cases(cfg, kernel, image, key, step_dir, case_ids, expectations,
-                                           ["rig", "series"] + args.series_file)
+                                           ["rig", "series"] + args.series_file, keep_disks=args.keep_disks)
         steps.append({"step": i, "label": label, "kernel": kernel.key, "exit_code": data["exit_code"],
                       "verdicts": {r.id: r.verdict for r in results}})
     (walk_dir / "series.json").write_text(json.dumps({"steps": steps, "stopped": stopped}, indent=2) + "\n")
@@ -383,9 +435,8 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from rig.vm import start_vm
-
     from rig.validate import check_topology
+    from rig.vm import DiskDir
 
     cfg = _config(args)
     check_topology(cfg, args.topology)
@@ -395,11 +446,21 @@ def cmd_boot(args: argparse.Namespace) -> int:
     kernel = build_kernel(spec, Progress("kernel"))
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
-    vm = start_vm(cfg.machine_for(args.topology), kernel, image, key, d, progress=Progress("boot"))
+    with DiskDir(d.name, args.keep_disks) as disks:
+        code = _boot(cfg, args, kernel, image, key, d, disks)
+    if args.keep_disks:
+        print(f"disks kept (--keep-disks): {disks}")
+    return code
+
+
+def _boot(cfg: RigConfig, args: argparse.Namespace, kernel, image, key, d: Path, disks: Path) -> int:
+    from rig.vm import start_vm
+
+    vm = start_vm(cfg.machine_for(args.topology), kernel, image, key, d, progress=Progress("boot"), disks=disks)
     try:
         (d / "ssh.json").write_text(json.dumps({"port": vm.cmd.ssh_port, "key": str(key.private),
                                                 "pid": os.getpid()}) + "\n")
-        _link_latest(d, "latest-boot")
+        _link_latest(cfg, d, "latest-boot")
         print(f"VM up in {vm.ready_s:.1f}s ({vm.cmd.accel}). Console: {d / 'console.log'}")
         print(f"  shell:   {vm.ssh_command()}")
         print("  or:      rig ssh        (Ctrl-C here stops the VM)")
@@ -417,8 +478,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
-    cfg = load_config(None)
-    d = Path(args.dir) if args.dir else cfg.out_path / "latest-boot"
+    d = Path(args.dir) if args.dir else load_config(args.config).out_path / "latest-boot"
     state = d / "ssh.json"
     if not state.exists():
         raise RigError(f"no running VM found ({state} missing). Start one with `rig boot` in another terminal.")
@@ -448,8 +508,8 @@ def cmd_race(args: argparse.Namespace) -> int:
     kernel = build_kernel(kspec, Progress("kernel"))
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
-    _link_latest(run_dir, "latest-race")
-    race = Race(cfg, kernel, image, key, run_dir, spec, Progress("race"))
+    _link_latest(cfg, run_dir, "latest-race")
+    race = Race(cfg, kernel, image, key, run_dir, spec, Progress("race"), keep_disks=args.keep_disks)
     results = race.run()
     cmdlines = [p.read_text() for p in sorted(run_dir.glob("boot-*/qemu-cmdline.txt"))]
     data = write_race(run_dir, spec, results, kernel, cfg.kernel.profile, cmdlines)
@@ -457,6 +517,8 @@ def cmd_race(args: argparse.Namespace) -> int:
     for r in results:
         print(f"{r.scenario:16s} {r.verdict:9s} {r.seconds:6.1f}s  iterations {r.counters.get('iterations', 0):7d}  "
               f"cycles {r.counters.get('cycles', 0):5d} ({r.cycles_per_s:.2f}/s)  splats {len(r.splats)}  seed {spec.seed}")
+    if args.keep_disks:
+        print(f"disks kept (--keep-disks): {race.session.disks}")
     print(f"\nrace results: {run_dir / 'race.json'}")
     failed = next((r for r in results if r.verdict != "ok"), None)
     if failed is None:
@@ -474,7 +536,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     matrix = load_matrix(Path(args.matrix_file))
     out = _new_run_dir(cfg, args.out, prefix="matrix-")
-    _link_latest(out, "latest-matrix")
+    _link_latest(cfg, out, "latest-matrix")
     print(f"rig matrix: {len(matrix.cells)} cell(s), {args.parallel or matrix.parallel} at a time, in {out}",
           flush=True)
     data = run_matrix(matrix, out, args.config, args.parallel)

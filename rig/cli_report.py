@@ -1,4 +1,4 @@
-"""`rig report RUN_DIR` and `rig diff RUN_A RUN_B [--html FILE]`. rig/cli.py wires them in:
+"""`rig report RUN_DIR`, `rig diff RUN_A RUN_B [--html FILE]` and `rig kcidb RUN_DIR [-o FILE]`. rig/cli.py wires them in:
 `add_parsers(sub)` in parser() and HANDLERS.update(cli_report.HANDLERS)."""
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ def add_parsers(subparsers) -> None:
     dif.add_argument("run_a", metavar="RUN_A", help="the earlier (reference) run directory")
     dif.add_argument("run_b", metavar="RUN_B", help="the later run directory")
     dif.add_argument("--html", metavar="FILE", help="also write the changes as a self-contained HTML page")
+    kci = subparsers.add_parser("kcidb", help="write the run as a KCIDB report (KernelCI's schema v5.3: checkout, "
+                                "build, a test per case and per boot's kernel.console) for kcidb-submit")
+    kci.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    kci.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: RUN_DIR/kcidb.json; - = stdout)")
+    kci.add_argument("--origin", default="p2pdma_rig", help="the submitting CI system's KCIDB origin (default p2pdma_rig)")
+    kci.add_argument("--url-base", metavar="URL",
+                     help="where the run directory will be reachable (e.g. the CI artifact): tests then link their "
+                     "console log and the report")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -32,4 +40,18 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if changes else 0
 
 
-HANDLERS = {"report": cmd_report, "diff": cmd_diff}
+def cmd_kcidb(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from rig.kcidb import to_kcidb, write_kcidb
+
+    if args.output == "-":
+        json.dump(to_kcidb(args.run_dir, args.origin, args.url_base), sys.stdout, indent=2)
+        print()
+    else:
+        print(write_kcidb(args.run_dir, args.output or Path(args.run_dir) / "kcidb.json", args.origin, args.url_base))
+    return 0
+
+
+HANDLERS = {"report": cmd_report, "diff": cmd_diff, "kcidb": cmd_kcidb}

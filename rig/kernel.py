@@ -6,6 +6,8 @@ appears atomically once everything in it is complete.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -278,13 +280,33 @@ def build_kernel(spec: KernelSpec, progress: Progress | None = None) -> KernelBu
     key = build_key(spec)
     entry = CacheEntry(spec.cache_root, "kernels", key)
     if entry.exists():
-        return load_build(entry.path)
+        return with_spec_manifest(load_build(entry.path), spec)
     with entry.lock():
         if entry.exists():  # another rig built it while we waited
-            return load_build(entry.path)
+            return with_spec_manifest(load_build(entry.path), spec)
         started = time.time()
         with tree_lock(spec.cache_root, spec.source):
-            return _build_locked(spec, key, entry, started, progress)
+            return with_spec_manifest(_build_locked(spec, key, entry, started, progress), spec)
+
+
+def fragments_manifest(spec: KernelSpec) -> list[dict]:
+    return [{"name": f.name, "file": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+            for f in spec.fragments]
+
+
+def with_spec_manifest(build: KernelBuild, spec: KernelSpec) -> KernelBuild:
+    """The build's manifest as this invocation sees it. A cache entry is shared by every spec with its key
+    (same contents), but its manifest.json names the files of whoever built it first, and entries built by
+    older rigs hold truncated digests: the files (patches, fragments) and the command are this spec's, and
+    every `sha256` is that of the file it names (`sha256sum FILE`), the .config's that of the entry's config."""
+    m = dict(build.manifest)
+    m["patches"] = [p.manifest() for p in spec.patches]
+    m["fragments"] = fragments_manifest(spec)
+    if build.config.is_file():
+        m["config_sha256"] = hashlib.sha256(build.config.read_bytes()).hexdigest()
+    m["source"] = spec.source.manifest()
+    m["reproduce"] = reproduce_command(spec)
+    return dataclasses.replace(build, manifest=m)
 
 
 def build_dir(spec: KernelSpec) -> Path:
@@ -351,9 +373,9 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
             "source": spec.source.manifest(),
             "patches": [p.manifest() for p in spec.patches],
             "profile": spec.profile,
-            "fragments": [{"name": f.name, "sha256": digest(f.read_text())} for f in spec.fragments],
+            "fragments": fragments_manifest(spec),
             "kconfig_add": list(spec.kconfig_add),
-            "config_sha256": digest(final_config),
+            "config_sha256": hashlib.sha256(final_config.encode()).hexdigest(),
             "compiler": compiler_version(),
             "build_seconds": seconds,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

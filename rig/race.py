@@ -132,13 +132,14 @@ class _Removals:
 
 class Race:
     def __init__(self, cfg: RigConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, run_dir: Path,
-                 spec: RaceSpec, progress: Progress | None = None):
+                 spec: RaceSpec, progress: Progress | None = None, keep_disks: bool = False):
         self.cfg, self.kernel = cfg, kernel
         self.run_dir = run_dir
         self.spec = spec
         self.progress = progress or Progress("race")
         self.racer = compile_racer(kernel, run_dir / "racer")
-        self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress, prepare=self._prepare)
+        self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress, prepare=self._prepare,
+                                 keep_disks=keep_disks)
 
     def _prepare(self, vm: RunningVM, _workdir: Path) -> None:
         vm.put(self.racer, "/root/racer")

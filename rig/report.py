@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rig import behaviour_doc
 from rig.errors import RigError
-from rig.model import VERDICTS
+from rig.model import FAILING, VERDICTS
 EXIT_MEANING = {0: "every case passed", 1: "a case failed or could not run", 2: "harness or configuration error",
                 3: "the guest kernel crashed", 130: "interrupted"}
 
@@ -28,7 +28,7 @@ pre{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:8px 10px;
 .chip{border-radius:14px;padding:3px 12px;font-weight:600;border:1px solid transparent}
 .exit{margin-left:auto;font-weight:600;padding:4px 12px;border-radius:6px;color:#fff}
 .exit.ok{background:#1a7f37}.exit.bad{background:#cf222e}
-table.cases{table-layout:fixed}table.diff{max-width:760px}
+table.cases{table-layout:fixed}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d0d7de}
 th,td{text-align:left;vertical-align:top;padding:5px 10px;border-bottom:1px solid #eaeef2}
 th{background:#f0f3f6;font-weight:600}
@@ -45,8 +45,15 @@ ul.mm{margin:2px 0;padding-left:20px}
 .v-pass{--bg:#eef8f0;--fg:#1a7f37}.v-fail{--bg:#fdecea;--fg:#cf222e}.v-xfail{--bg:#fff5e0;--fg:#9a6700}
 .v-xpass{--bg:#eef2ff;--fg:#4c44c9}.v-skip{--bg:#f2f3f5;--fg:#6e7781}.v-error{--bg:#fbe7f3;--fg:#a0115d}
 .v-none{--bg:#fff;--fg:#6e7781}
-tr.case{background:var(--bg)}tr.case td.verdict{color:var(--fg);background:var(--bg);border-left:4px solid var(--fg)}
-.chip{background:var(--bg);color:var(--fg);border-color:var(--fg)}
+tr.case{background:var(--bg)}
+tr.case td.verdict,td.verdict[class*="v-"]{color:var(--fg);background:var(--bg);border-left:4px solid var(--fg)}
+.chip{background:var(--bg);color:var(--fg);border-color:var(--fg);text-decoration:none}a.chip:hover{filter:brightness(.95)}
+tr.case:target td,tbody:target tr.group th{outline:2px solid #0969da;outline-offset:-2px}
+tr.group th{font-size:13px;color:var(--fg);background:var(--bg)}
+.kernel{font-size:15px;margin:2px 0 8px}.kernel b{font-weight:600}
+ul.first{margin:10px 0 0;padding:8px 12px 8px 30px;background:#fff;border:1px solid #cf222e;border-left-width:4px;
+  border-radius:6px}ul.first li{margin:2px 0}ul.first .why{color:#57606a}
+table.diff{max-width:none}table.diff td.why{font-size:12.5px;color:#57606a}table.diff td.why ul{margin:0;padding-left:16px}
 .splat{background:#fff;border:1px solid #cf222e;border-left-width:4px;border-radius:6px;padding:8px 12px;
   margin:10px 0}
 .splat h3{margin:0 0 4px;font-size:14px;color:#cf222e}
@@ -119,8 +126,56 @@ def _page(title: str, body: str) -> str:
             f"<style>{CSS}</style></head><body><main>{body}</main></body></html>\n")
 
 
-def _chips(summary: dict) -> str:
-    return "".join(f'<span class="chip v-{v}">{summary.get(v, 0)} {v}</span>' for v in VERDICTS if summary.get(v))
+def _anchor(case_id: str) -> str:
+    return f"case-{case_id}"
+
+
+def _chips(summary: dict, cases: list[dict]) -> str:
+    """One chip per verdict, each a link: fail and error to their groups at the top of the case table, the
+    others to the first case with that verdict."""
+    out = []
+    for v in VERDICTS:
+        if not summary.get(v):
+            continue
+        first = next((c.get("id") for c in cases if c.get("verdict") == v), None)
+        href = f"#{v}" if v in FAILING else (f"#{_anchor(first)}" if first else "")
+        tag = f'a href="{_e(href)}"' if href else "span"
+        out.append(f'<{tag} class="chip v-{v}">{summary[v]} {v}</{tag.split()[0]}>')
+    return "".join(out)
+
+
+def why(c: dict | None, limit: int = 0) -> list[str]:
+    """What explains a case's verdict: its reason, its mismatches, its splats' titles (those the reason does
+    not already name). Empty for a pass. With a limit, the last line says how many more there are."""
+    if not c or c.get("verdict") == "pass" and not c.get("mismatches"):
+        return []
+    reason = c.get("reason") or ""
+    lines = ([reason] if reason else []) + list(c.get("mismatches") or [])
+    lines += [f"splat: {s.get('title')}" for s in c.get("splats") or [] if s.get("title") and s["title"] not in reason]
+    if limit and len(lines) > limit:
+        lines = lines[:limit - 1] + [f"... and {len(lines) - limit + 1} more (results.json)"]
+    return lines
+
+
+def kernel_facts(m: dict, guest_kernel: str = "") -> list[tuple[str, str]]:
+    """The kernel under test, as a reader names it: release, source, profile (and extra options), patches."""
+    k = m.get("kernel") or {}
+    src = k.get("source") or {}
+    where = src.get("path") or src.get("tarball") or src.get("tree") or ""
+    source = " ".join(x for x in (
+        src.get("kind", ""), src.get("version", ""),
+        Path(where).name if src.get("kind") in ("tree", "tarball") and where else "",
+        (src.get("git_sha") or "")[:12] + (" (dirty)" if src.get("dirty") else "") if src.get("git_sha") else "") if x)
+    profile = (k.get("profile") or "") + "".join(f" +{o}" for o in k.get("kconfig_add") or [])
+    subjects = list(dict.fromkeys(p.get("subject") or Path(p.get("file", "")).name for p in k.get("patches") or []))
+    patches = ("; ".join(subjects) if subjects else "none") if k else ""
+    facts = [("Linux", guest_kernel), ("source", source), ("profile", profile), ("patches", patches)]
+    return [(a, b) for a, b in facts if b]
+
+
+def kernel_line(m: dict, guest_kernel: str = "") -> str:
+    facts = kernel_facts(m, guest_kernel)
+    return " | ".join(f"{a} {b}" for a, b in facts) if facts else "kernel unknown (no manifest)"
 
 
 # ---------------------------------------------------------------- report sections
@@ -202,7 +257,8 @@ def _case_row(c: dict, boots: dict) -> str:
         ("boot", f"{_e(boot)}" + (f" (topology {_e(topo)})" if topo else "")),
     ]
     inner = "".join(f"<h4>{_e(h)}</h4><div>{b}</div>" for h, b in body if b)
-    return (f'<tr class="case v-{_e(v)}" data-case="{_e(c.get("id"))}"><td class="verdict">{_e(v)}</td>'
+    return (f'<tr class="case v-{_e(v)}" id="{_e(_anchor(c.get("id")))}" data-case="{_e(c.get("id"))}">'
+            f'<td class="verdict">{_e(v)}</td>'
             f'<td><details{" open" if v in ("fail", "error") else ""}><summary><code>{_e(c.get("id"))}</code>'
             f'<span class="desc">{_e(c.get("description"))}</span></summary><div class="body">{inner}</div>'
             f'</details></td>'
@@ -210,21 +266,48 @@ def _case_row(c: dict, boots: dict) -> str:
             f'<td class="num">{_e(boot)}</td></tr>')
 
 
+GROUP_TITLE = {"fail": "Failed", "error": "Errors (the case could not run or the guest was lost)"}
+
+
+def case_order(cases: list[dict]) -> list[dict]:
+    """The order of the report's case table: failures, then errors, then the rest by area in run order."""
+    return [c for v in FAILING for c in cases if c.get("verdict") == v] + [
+        c for c in cases if c.get("verdict") not in FAILING]
+
+
+def _failures_html(cases: list[dict]) -> str:
+    """Right under the counts: every failure and error, what explains it, a link to its row."""
+    bad = [c for c in case_order(cases) if c.get("verdict") in FAILING]
+    if not bad:
+        return ""
+    items = "".join(
+        f'<li><a href="#{_e(_anchor(c.get("id")))}"><code>{_e(c.get("id"))}</code></a> '
+        f'<b class="v-{_e(c.get("verdict"))}" style="color:var(--fg)">{_e(str(c.get("verdict")).upper())}</b> '
+        f'<span class="why">{_e("; ".join(why(c, 3)))}</span></li>' for c in bad)
+    return f'<ul class="first">{items}</ul>'
+
+
 def _cases_html(cases: list[dict], boots: list[dict]) -> str:
     by_boot = {b.get("boot"): b for b in boots}
+    groups: list[tuple[str, str, str, list[dict]]] = []  # (tbody id, row class, title html, cases)
+    for v in FAILING:
+        cs = [c for c in cases if c.get("verdict") == v]
+        if cs:
+            groups.append((v, f"area group v-{v}", _e(f"{GROUP_TITLE[v]} ({len(cs)})"), cs))
     areas: dict[str, list[dict]] = {}
     for c in cases:
-        areas.setdefault(c.get("area") or str(c.get("id", "")).split(".")[0], []).append(c)
-    rows = []
+        if c.get("verdict") not in FAILING:
+            areas.setdefault(c.get("area") or str(c.get("id", "")).split(".")[0], []).append(c)
     for area, cs in areas.items():
         n = Counter(c.get("verdict") for c in cs)
         counts = ", ".join(f"{n[v]} {v}" for v in VERDICTS if n[v])
-        rows.append(f'<tr class="area"><th colspan="5">{_e(area)}<span class="n">{_e(counts)}</span></th></tr>')
-        rows += [_case_row(c, by_boot) for c in cs]
-    return (f'<h2>Cases ({len(cases)})</h2><table class="cases"><thead><tr><th class="verdict">verdict</th><th>case '
-            f'<span class="muted">(click for details)</span></th><th class="num sect">&sect;</th>'
-            f'<th class="num time">time</th><th class="num">boot</th></tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+        groups.append((f"area-{area}", "area", f'{_e(area)}<span class="n">{_e(counts)}</span>', cs))
+    bodies = "".join(
+        f'<tbody id="{_e(gid)}"><tr class="{cls}"><th colspan="5">{title}</th></tr>'
+        + "".join(_case_row(c, by_boot) for c in cs) + "</tbody>" for gid, cls, title, cs in groups)
+    return (f'<h2 id="cases">Cases ({len(cases)})</h2><table class="cases"><thead><tr><th class="verdict">verdict'
+            f'</th><th>case <span class="muted">(click for details)</span></th><th class="num sect">&sect;</th>'
+            f'<th class="num time">time</th><th class="num">boot</th></tr></thead>{bodies}</table>')
 
 
 def _splats_html(data: dict) -> str:
@@ -275,13 +358,20 @@ def render_report(run_dir: Path | str) -> str:
     code = data.get("exit_code")
     exit_html = (f'<span class="exit {"ok" if code == 0 else "bad"}">exit code {_e(code)}: '
                  f'{_e(EXIT_MEANING.get(code, "unknown"))}</span>' if code is not None else "")
-    header = (f"<h1>p2pdma-rig run <code>{_e(d.resolve().name)}</code></h1>"
-              f'<p class="sub">{len(cases)} cases &middot; {len(boots)} boot(s)'
+    guest = _guest_kernel(d)
+    facts = dict(kernel_facts(m, guest))
+    title = ", ".join(x for x in (f"Linux {facts['Linux']}" if facts.get("Linux") else facts.get("source", ""),
+                                 facts.get("profile") and f"profile {facts['profile']}") if x) or d.resolve().name
+    kernel = " &middot; ".join(f"{_e(a)} <b>{_e(b)}</b>" for a, b in kernel_facts(m, guest) if a != "Linux")
+    header = (f"<h1>p2pdma-rig: {_e(title)}</h1>"
+              + (f'<p class="kernel">{kernel}</p>' if kernel else "")
+              + f'<p class="sub">run <code>{_e(d.resolve().name)}</code> &middot; {len(cases)} cases &middot; '
+              f'{len(boots)} boot(s)'
               + (f" &middot; {_e(m['started'])} &ndash; {_e(m.get('ended', ''))}" if m.get("started") else "")
-              + f'</p><div class="chips">{_chips(summary)}{exit_html}</div>')
+              + f'</p><div class="chips">{_chips(summary, cases)}{exit_html}</div>' + _failures_html(cases))
     body = (header + _cases_html(cases, boots) + _splats_html(data) + _durations_html(cases)
-            + _manifest_html(m, boots, _guest_kernel(d)))
-    return _page(f"p2pdma-rig {d.resolve().name}", body)
+            + _manifest_html(m, boots, guest))
+    return _page(f"p2pdma-rig {title} ({d.resolve().name})", body)
 
 
 def write_report(run_dir: Path | str) -> Path:
@@ -294,48 +384,80 @@ def write_report(run_dir: Path | str) -> Path:
 # ---------------------------------------------------------------- diffs
 def diff_runs(run_a: Path | str, run_b: Path | str) -> list[dict]:
     """Cases whose verdict differs between two runs, in run A's order then run B's; a case present in one run
-    only counts as changed, with verdict "-" on the other side."""
-    va = {c["id"]: c.get("verdict", "-") for c in load_run(run_a)["cases"]}
-    vb = {c["id"]: c.get("verdict", "-") for c in load_run(run_b)["cases"]}
-    ids = list(va) + [i for i in vb if i not in va]
-    return [{"id": i, "verdict_a": va.get(i, "-"), "verdict_b": vb.get(i, "-")}
-            for i in ids if va.get(i, "-") != vb.get(i, "-")]
+    only counts as changed, with verdict "-" on the other side. Each change carries what explains each side's
+    verdict (`why_a`, `why_b`: reason, mismatches, splats; empty for a pass or an absent case)."""
+    ca = {c["id"]: c for c in load_run(run_a)["cases"]}
+    cb = {c["id"]: c for c in load_run(run_b)["cases"]}
+    out = []
+    for i in list(ca) + [i for i in cb if i not in ca]:
+        a, b = ca.get(i), cb.get(i)
+        va, vb = (a or {}).get("verdict", "-"), (b or {}).get("verdict", "-")
+        if va != vb:
+            out.append({"id": i, "verdict_a": va, "verdict_b": vb, "why_a": why(a), "why_b": why(b)})
+    return out
 
 
-def _run_line(label: str, run: Path | str) -> str:
+def _run_facts(run: Path | str) -> tuple[str, str]:
+    """(the run's counts line, its kernel line)."""
     data = load_run(run)
     s = data.get("summary") or {}
     counts = " ".join(f"{v}:{s[v]}" for v in VERDICTS if s.get(v))
-    return f"{label}: {run}  ({len(data['cases'])} cases, {counts}, exit {data.get('exit_code')})"
+    return (f"{run}  ({len(data['cases'])} cases, {counts}, exit {data.get('exit_code')})",
+            kernel_line(data["manifest"], _guest_kernel(Path(run))))
+
+
+WHY_LINES = 4  # per side and change in the text table; results.json has them all
 
 
 def diff_text(run_a: Path | str, run_b: Path | str, changes: list[dict] | None = None) -> str:
-    """A plain table of the changed cases, for a terminal or a mail."""
+    """A plain table of the changed cases, for a terminal or a mail: both runs and their kernels, then each
+    change with what explains it on each side (A's and B's reason or mismatches)."""
     changes = diff_runs(run_a, run_b) if changes is None else changes
-    lines = [_run_line("A", run_a), _run_line("B", run_b), ""]
+    lines = []
+    for label, run in (("A", run_a), ("B", run_b)):
+        counts, kernel = _run_facts(run)
+        lines += [f"{label}: {counts}", f"   kernel: {kernel}"]
+    lines.append("")
     if not changes:
         return "\n".join(lines + ["no case changed verdict"]) + "\n"
     w = max(len("case"), *(len(c["id"]) for c in changes))
     lines.append(f"{'case':<{w}}  {'A':<6} B")
     lines.append("-" * (w + 15))
-    lines += [f"{c['id']:<{w}}  {c['verdict_a']:<6} {c['verdict_b']}" for c in changes]
+    for c in changes:
+        lines.append(f"{c['id']:<{w}}  {c['verdict_a']:<6} {c['verdict_b']}")
+        for side in ("a", "b"):
+            ws = c.get(f"why_{side}") or []
+            if len(ws) > WHY_LINES:
+                ws = ws[:WHY_LINES - 1] + [f"... and {len(ws) - WHY_LINES + 1} more (results.json)"]
+            lines += [f"    {side.upper()} {c[f'verdict_{side}']}: {x}".rstrip() for x in ws]
     lines.append(f"{len(changes)} case(s) changed verdict")
     return "\n".join(lines) + "\n"
 
 
 def diff_html(run_a: Path | str, run_b: Path | str, changes: list[dict] | None = None) -> str:
-    """The same as diff_text, as a self-contained page."""
+    """The same as diff_text, as a self-contained page: verdict cells coloured as in report.html."""
     changes = diff_runs(run_a, run_b) if changes is None else changes
-    runs = "".join(f"<p class=\"sub mono\">{_e(_run_line(k, r))}</p>" for k, r in (("A", run_a), ("B", run_b)))
+    runs = []
+    for label, run in (("A", run_a), ("B", run_b)):
+        counts, kernel = _run_facts(run)
+        runs.append(f'<tr><th>{label}</th><td class="mono">{_e(counts)}</td></tr>'
+                    f'<tr><th>{label}: kernel</th><td>{_e(kernel)}</td></tr>')
+    head = f'<table class="kv">{"".join(runs)}</table>'
 
     def cell(v: str) -> str:
         return f'<td class="verdict v-{_e(v) if v in VERDICTS else "none"}">{_e(v)}</td>'
 
+    def explain(ws: list[str]) -> str:
+        return f'<td class="why"><ul>{"".join(f"<li>{_e(x)}</li>" for x in ws)}</ul></td>' if ws else \
+            '<td class="why"></td>'
+
     if changes:
-        rows = "".join(f'<tr class="change" data-case="{_e(c["id"])}"><td><code>{_e(c["id"])}</code></td>'
-                       f'{cell(c["verdict_a"])}{cell(c["verdict_b"])}</tr>' for c in changes)
-        table = (f'<h2>{len(changes)} case(s) changed verdict</h2><table class="cases diff"><thead><tr><th>case</th>'
-                 f'<th class="verdict">A</th><th class="verdict">B</th></tr></thead><tbody>{rows}</tbody></table>')
+        rows = "".join(f'<tr class="change" data-case="{_e(c["id"])}" id="{_e(_anchor(c["id"]))}">'
+                       f'<td><code>{_e(c["id"])}</code></td>{cell(c["verdict_a"])}{cell(c["verdict_b"])}'
+                       f'{explain(c.get("why_a") or [])}{explain(c.get("why_b") or [])}</tr>' for c in changes)
+        table = (f'<h2>{len(changes)} case(s) changed verdict</h2><table class="cases diff"><thead><tr>'
+                 f'<th style="width:30%">case</th><th class="verdict">A</th><th class="verdict">B</th>'
+                 f'<th>why A</th><th>why B</th></tr></thead><tbody>{rows}</tbody></table>')
     else:
         table = "<h2>No case changed verdict</h2>"
-    return _page("p2pdma-rig diff", "<h1>p2pdma-rig: verdict changes</h1>" + runs + table)
+    return _page("p2pdma-rig diff", "<h1>p2pdma-rig: verdict changes</h1>" + head + table)

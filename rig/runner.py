@@ -43,14 +43,14 @@ def run_order(case_ids: list[str], expectations: dict[str, Expectation], shuffle
 class Suite:
     def __init__(self, cfg: RigConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, run_dir,
                  expectations: dict[str, Expectation], probe_set: probesmod.ProbeSet,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, disks=None, keep_disks: bool = False):
         self.cfg = cfg
         self.expectations = expectations
         self.probe_set = probe_set
         self.progress = progress or Progress("run")
         self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress,
                                  prepare=lambda vm, workdir: probesmod.upload(vm, probe_set, workdir),
-                                 on_retire=self._judge_console)
+                                 on_retire=self._judge_console, disks=disks, keep_disks=keep_disks)
         self.results: list[CaseResult] = []
         self.message_rules: MessageRules = load_message_rules()
         # per boot: the kernel's messages at warning level or worse outside every case (boot, between cases)

@@ -16,7 +16,7 @@ from rig.image import GuestImage, SshKey
 from rig.kernel import KernelBuild, decode_stacktrace, has_dwarf
 from rig.model import BootRecord, SplatRecord
 from rig.progress import Progress
-from rig.vm import RunningVM, start_vm
+from rig.vm import DiskDir, RunningVM, start_vm
 
 NO_DWARF_NOTE = ("this kernel has no DWARF (CONFIG_DEBUG_INFO off), so file:line shows as '?'; run with "
                  "--profile debug to get them")
@@ -25,11 +25,16 @@ NO_DWARF_NOTE = ("this kernel has no DWARF (CONFIG_DEBUG_INFO off), so file:line
 class VMSession:
     def __init__(self, cfg: RigConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, run_dir: Path,
                  progress: Progress, prepare: Callable[[RunningVM, Path], None] | None = None,
-                 on_retire: Callable[[BootRecord], None] | None = None):
+                 on_retire: Callable[[BootRecord], None] | None = None, disks: Path | None = None,
+                 keep_disks: bool = False):
         self.cfg, self.kernel, self.image, self.key = cfg, kernel, image, key
         self.run_dir = run_dir
+        # each boot's overlay, NVMe backing files and upload bundle go to <disks>/boot-N/, never the run
+        # directory; without `disks` the session makes a temporary one and removes it when closed
+        self._own_disks = None if disks else DiskDir(run_dir.name, keep_disks)
+        self.disks = disks or self._own_disks.path
         self.progress = progress
-        self._prepare = prepare  # called on every new VM before it is handed out
+        self._prepare = prepare  # called on every new VM, with its boot's scratch directory, before it is used
         self.on_retire = on_retire  # called with the boot's record once its console is scanned to the end
         self.vm: RunningVM | None = None
         self.boots: list[BootRecord] = []
@@ -51,17 +56,17 @@ class VMSession:
 
     def _boot(self, topology: str) -> RunningVM:
         n = len(self.boots) + 1
-        workdir = self.run_dir / f"boot-{n}"
+        workdir, scratch = self.run_dir / f"boot-{n}", self.disks / f"boot-{n}"
         self.progress.update(f"booting VM {n} (topology {topology})")
         vm = start_vm(self.cfg.machine_for(topology), self.kernel, self.image, self.key, workdir, boot=n,
-                      progress=self.progress)
+                      progress=self.progress, disks=scratch)
         self.boots.append(BootRecord(n, topology, workdir, vm.ready_s, vm.cmd.accel, vm.cmd.shell()))
         self.vm = vm
         self.progress.note(f"VM {n} ({topology}) up in {vm.ready_s:.1f}s ({vm.cmd.accel}: {vm.cmd.accel_reason}); "
                            f"ssh: {vm.ssh_command()}")
         if self._prepare:
             try:
-                self._prepare(vm, workdir)
+                self._prepare(vm, scratch)
             except BaseException:
                 self.retire("preparing the VM failed")
                 raise
@@ -89,7 +94,11 @@ class VMSession:
         return rec
 
     def close(self) -> None:
-        self.retire("end of run")
+        try:
+            self.retire("end of run")
+        finally:
+            if self._own_disks is not None:
+                self._own_disks.close()
 
     def __enter__(self) -> "VMSession":
         return self

@@ -63,7 +63,10 @@ class Patch:
         return self.source_file.name + (f"#{self.index + 1}" if self.index else "")
 
     def manifest(self) -> dict:
-        return {"file": str(self.source_file), "subject": self.subject, "sha256": self.sha256}
+        """`sha256` is that of the file it names (what `sha256sum FILE` prints); an mbox holds several patches,
+        so each also has the sha256 of its own message (the patch's identity in cache keys)."""
+        return {"file": str(self.source_file), "index": self.index, "subject": self.subject,
+                "sha256": _file_sha256(self.source_file), "message_sha256": self.sha256}
 
 
 # ---------------------------------------------------------------- sources

@@ -249,11 +249,33 @@ class RunningVM:
                 f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1")
 
 
+class DiskDir:
+    """A temporary directory for what a run needs but nobody reads afterwards: root overlays, NVMe backing
+    files (hundreds of MB apparent size), the probes' binaries and their upload bundle. Removed by close() (or at
+    the end of a `with` block, also on Ctrl-C and SIGTERM) unless `keep` (--keep-disks), so that a run directory
+    stays small enough to upload. QEMU must be stopped first."""
+
+    def __init__(self, label: str, keep: bool = False):
+        self.path = Path(tempfile.mkdtemp(prefix=f"p2pdma-rig-disks-{label}-"))
+        self.keep = keep
+
+    def close(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def start_vm(
     machine: MachineConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, workdir: Path, *,
-    boot: int = 1, progress: Progress | None = None,
+    boot: int = 1, progress: Progress | None = None, disks: Path | None = None,
 ) -> RunningVM:
-    """Prepare overlay and NVMe backing files in workdir, start QEMU, wait for SSH. Caller must stop()."""
+    """Start QEMU, wait for SSH. Console log and QEMU command line go to workdir; the root overlay and NVMe
+    backing files to `disks` (default: workdir). Caller must stop()."""
     qemu = shutil.which(machine.qemu_binary)
     if not qemu:
         raise BootError(f"QEMU binary {machine.qemu_binary!r} not found. Fix: run `make deps` (installs "
@@ -261,13 +283,15 @@ def start_vm(
     if not shutil.which("qemu-img"):
         raise BootError("qemu-img not found. Fix: run `make deps` (installs qemu-utils).")
     workdir.mkdir(parents=True, exist_ok=True)
-    overlay = workdir / "root.qcow2"
+    disks = disks or workdir
+    disks.mkdir(parents=True, exist_ok=True)
+    overlay = disks / "root.qcow2"
     overlay.unlink(missing_ok=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk), str(overlay)],
                    check=True)
     drives = []
     for i, n in enumerate(machine.nvme):
-        backing = workdir / f"nvme{i}.img"
+        backing = disks / f"nvme{i}.img"
         if not n.latency_ns:
             with open(backing, "wb") as f:
                 f.truncate(n.namespace_mb * 1024 * 1024)

@@ -23,7 +23,7 @@ def run_rig(*args, timeout: float = 900) -> subprocess.CompletedProcess:
 # P2PDMA_RIG_SHUFFLE=SEED repeats an order, P2PDMA_RIG_SHUFFLE=off keeps the table's order.
 
 
-def _seed() -> int | None:  # noqa: E302
+def _seed() -> int | None:
     raw = os.environ.get("P2PDMA_RIG_SHUFFLE", "")
     if raw == "off":
         return None
@@ -40,6 +40,9 @@ def pytest_collection_modifyitems(config, items):
     probes = [i for i in items if i.nodeid.startswith("tests/vm/test_probes.py::test_probe[")]
     if seed is None or not probes:
         return
+    from rig.expectations import load_expectations
+    from rig.runner import run_order
+
     by_id = {i.callspec.params["case_id"]: i for i in probes}
     order = run_order(list(by_id), load_expectations(), seed)
     first = items.index(probes[0])

@@ -47,3 +47,37 @@ def test_dropped_option_is_explained_by_its_unmet_dependency():
     # KASAN_INLINE sits inside `if KASAN`; the enclosing block counts as a dependency
     assert "KASAN [=n]" in explain_dropped("CONFIG_KASAN_INLINE", deps, REAL_CONFIG)
     assert "no such option" in explain_dropped("CONFIG_NO_SUCH_OPTION", deps, REAL_CONFIG)
+
+
+def test_manifest_hashes_are_sha256sum_of_the_files(tmp_path):
+    """A cache entry's manifest, as an older rig wrote it (truncated digests, the files of whoever built it
+    first), is shown with this spec's files and each `sha256` equal to `sha256sum FILE`."""
+    import json
+    import shutil
+    import subprocess
+
+    from rig.config import load_config
+    from rig.kernel import kernel_spec, load_build, with_spec_manifest
+
+    from conftest import ROOT
+
+    fix = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
+    spec = kernel_spec(load_config(None, {"kernel.patches": [str(fix)], "kernel.profile": "gupfast"}))
+    entry = tmp_path / "kernels" / "0123456789abcdef0123"
+    entry.mkdir(parents=True)
+    shutil.copy(DATA / "kernel-6.12.117-default.config", entry / "config")
+    (entry / "manifest.json").write_text(json.dumps({
+        "key": entry.name, "profile": "gupfast", "config_sha256": "006460469e243fb3b7d2",
+        "fragments": [{"name": "tiny-base.config", "sha256": "7149d5fea605640bee22"}],
+        "patches": [{"file": "/elsewhere/fix.patch", "subject": "x", "sha256": "0" * 64}],
+        "reproduce": "rig kernel --profile gupfast"}))
+    m = with_spec_manifest(load_build(entry), spec).manifest
+
+    def sha256sum(path):
+        return subprocess.run(["sha256sum", str(path)], capture_output=True, text=True).stdout.split()[0]
+
+    assert m["config_sha256"] == sha256sum(entry / "config")
+    assert [f["name"] for f in m["fragments"]] == ["tiny-base.config", "p2pdma.config", "gupfast.config"]
+    assert all(f["sha256"] == sha256sum(f["file"]) for f in m["fragments"])
+    assert [(p["file"], p["sha256"]) for p in m["patches"]] == [(str(fix), sha256sum(fix))]
+    assert m["reproduce"] == f"rig kernel --source debian:6.12 --profile gupfast --patch {fix}"

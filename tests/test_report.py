@@ -17,16 +17,17 @@ from rig import cli_report
 from rig.console import case_slices, find_splats, splats_in
 from rig.behaviour_doc import BEHAVIOUR_DOC
 from rig.errors import RigError
-from rig.report import diff_html, diff_runs, diff_text, write_report
+from rig.report import case_order, diff_html, diff_runs, diff_text, write_report
 from rig.results import to_junit, write_run
 from rig.model import BootRecord, CaseResult, SplatRecord
 
-from conftest import DATA
+from conftest import DATA, ROOT
 
 RUNS = DATA / "runs"
 FAILED_RUN = RUNS / "20261125-033740-5750"  # 8 pass, 1 fail (mmap.mremap_dontunmap), 2 xfail: exit 1
 PASSED_RUN = RUNS / "20261125-033811-3f41"  # 13 pass (mmap.mremap_dontunmap fixed, odirect.*): exit 0
-REAL_RUNS = [FAILED_RUN, PASSED_RUN]
+BASE_RUN = RUNS / "base"  # 3 pass, 1 xfail, kernel.console.boot-1 (a newer rig: run_id, sha256 manifests)
+REAL_RUNS = [FAILED_RUN, PASSED_RUN, BASE_RUN]
 SCHEMA = xmlschema.XMLSchema(DATA / "junit-10.xsd")
 
 
@@ -97,12 +98,14 @@ def test_real_junit_validates_and_matches_results_json(run):
 
 # ---------------------------------------------------------------- report.html
 class Page(HTMLParser):
-    """Collects the case rows, the tags left open, and anything that would load from outside the file."""
+    """Collects the case rows, the tags left open, anything that would load from outside the file, the ids and
+    the links inside the page."""
     VOID = {"meta", "br", "link", "img", "input", "hr"}
 
     def __init__(self, text):
         super().__init__()
-        self.rows, self.stack, self.external, self.text, self.links = [], [], [], [], []
+        self.rows, self.stack, self.external, self.text, self.ids, self.links = [], [], [], [], set(), []
+        self.file_links = []  # links the reader may follow (docs/behaviour.md); nothing is loaded
         self.feed(text)
         self.close()
 
@@ -110,8 +113,13 @@ class Page(HTMLParser):
         a = dict(attrs)
         if tag == "tr" and "data-case" in a:
             self.rows.append((a["data-case"], a.get("class", "")))
+        if "id" in a:
+            assert a["id"] not in self.ids, f"duplicate id {a['id']}"
+            self.ids.add(a["id"])
         if tag == "a" and set(a) == {"href"} and a["href"].startswith("file:"):
-            self.links.append(a["href"])  # a link the reader may follow (docs/behaviour.md); nothing is loaded
+            self.file_links.append(a["href"])
+        elif tag == "a" and (a.get("href") or "").startswith("#"):
+            self.links.append((a["href"][1:], a.get("class", "")))
         elif tag in ("script", "link", "img", "iframe") or any(k in ("src", "href") for k in a):
             self.external.append((tag, a))
         if tag not in self.VOID:
@@ -132,27 +140,63 @@ def test_report_of_a_real_run(run, tmp_path):
     assert out == d / "report.html"
     page = Page(out.read_text())
     assert page.stack == [] and page.external == []
-    cases = cases_of(run)
+    cases = case_order(cases_of(run))  # failures, then errors, then the rest by area in run order
     assert [cid for cid, _ in page.rows] == [c["id"] for c in cases]
     assert [cls for _, cls in page.rows] == [f"case v-{c['verdict']}" for c in cases]
+    assert all(target in page.ids for target, _ in page.links), "a link to nowhere"
     text = "".join(page.text)
+    # the kernel, not the run directory, names the page
+    assert "p2pdma-rig: Linux 6.12.117, profile default" in text
+    assert "source debian 6.12.117-1~deb12u1 · profile default · patches none" in text
     manifest = json.loads((run / "manifest.json").read_text())
     for fact in (manifest["kernel"]["config_sha256"], manifest["kernel"]["source"]["version"], "guest kernel 6.12.117",
-                 manifest["host"]["qemu"], manifest["started"], "-device nvme,id=nvme0", "docs/behaviour.md § 1.2",
+                 manifest["host"]["qemu"], manifest["started"], "nvme,id=nvme0", "docs/behaviour.md § 1.2",
                  "docs/behaviour.md#12-mmap-of-p2pmemallocate"):
         assert fact in text
     for c in cases:
-        assert c["dmesg"].splitlines()[-1] in text
+        assert (c["dmesg"].splitlines() or [""])[-1] in text  # kernel.console results have no slice
     # each case's sections link into this checkout's docs/behaviour.md, at the section's heading
     doc = BEHAVIOUR_DOC.as_uri()
-    assert page.links and all(href.startswith(doc + "#") for href in page.links)
-    assert f"{doc}#12-mmap-of-p2pmemallocate" in page.links
+    assert page.file_links and all(href.startswith(doc + "#") for href in page.file_links)
+    assert f"{doc}#12-mmap-of-p2pmemallocate" in page.file_links
+
+
+FAILURES_RUN = RUNS / "broken"  # pass, xfail, error (selftest.hang), fail (selftest.leak_mapping), kernel.console
+
+
+def test_report_puts_failures_and_errors_first_and_links_them_from_the_chips(tmp_path):
+    page = Page(write_report(real_copy(FAILURES_RUN, tmp_path)).read_text())
+    assert [cid for cid, _ in page.rows][:2] == ["selftest.leak_mapping", "selftest.hang"]
+    chips = {href: cls for href, cls in page.links if "chip" in cls}
+    assert chips == {"fail": "chip v-fail", "error": "chip v-error", "case-sysfs.published": "chip v-pass",
+                     "case-leak.data_after_free": "chip v-xfail"}
+    # the list under the counts: each failure and error, linked to its row, with what explains it
+    listed = [href for href, cls in page.links if not cls]
+    assert listed == ["case-selftest.leak_mapping", "case-selftest.hang"]
+    assert {"fail", "error", "case-selftest.leak_mapping", "case-selftest.hang"} <= page.ids
+    text = "".join(page.text)
+    assert "selftest.hang ERROR watchdog: the probe ran longer than 5s and was killed" in text
+    assert "Failed (1)" in text and "Errors (the case could not run or the guest was lost) (1)" in text
+
+
+def test_report_names_the_patched_kernel(warn_run, tmp_path):
+    d = real_copy(BASE_RUN, tmp_path)
+    m = json.loads((d / "manifest.json").read_text())
+    from rig.sources import read_patches
+
+    fix = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
+    m["kernel"]["patches"] = [p.manifest() for p in read_patches([fix])]
+    m["kernel"]["kconfig_add"] = ["CONFIG_DEBUG_VM=y"]
+    (d / "manifest.json").write_text(json.dumps(m))
+    text = "".join(Page(write_report(d).read_text()).text)
+    assert "p2pdma-rig: Linux 6.12.117, profile default +CONFIG_DEBUG_VM=y" in text
+    assert "patches [PATCH] PCI/P2PDMA: Clear p2pmem before mapping it to userspace" in text
 
 
 def test_report_escapes_dmesg_and_shows_the_splat(warn_run):
     html = write_report(warn_run).read_text()
     page = Page(html)
-    assert page.stack == [] and [cid for cid, _ in page.rows] == ["sysfs.published", "gup.longterm_benchmark_p2p"]
+    assert page.stack == [] and [cid for cid, _ in page.rows] == ["gup.longterm_benchmark_p2p", "sysfs.published"]
     assert "[    4.790342]  &lt;TASK&gt;" in html and "<TASK>" not in html
     assert "&lt;0f&gt; 0b c3" in html
     text = "".join(page.text)
@@ -238,6 +282,56 @@ def png_pixels(path: Path, max_rows: int) -> tuple[int, int, set[bytes]]:
     return width, height, {r[i:i + 3] for r in rows for i in range(0, stride, bpp)}
 
 
+SHOTS = ROOT / "out" / "test-screenshots"  # kept for a person to look at (out/ is not committed)
+
+
+def screenshot(tmp_path: Path, page: Path, name: str, height: int) -> tuple[int, int, set[bytes]]:
+    png = tmp_path / f"{name}.png"
+    r = chromium(tmp_path, f"--screenshot={png}", f"--window-size=1280,{height}", page.as_uri())
+    assert png.is_file() and png.stat().st_size > 10_000, r.stderr[-2000:]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(png, SHOTS / png.name)
+    return png_pixels(png, height)
+
+
+def rgb(hex_color: str) -> bytes:
+    return bytes.fromhex(hex_color.lstrip("#"))
+
+
+# the verdicts' background and text colours of rig/report.py's CSS
+BG = {"pass": "#eef8f0", "fail": "#fdecea", "xfail": "#fff5e0", "error": "#fbe7f3"}
+FG = {"pass": "#1a7f37", "fail": "#cf222e", "xfail": "#9a6700", "error": "#a0115d"}
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (Debian package chromium; make test installs it)")
+def test_report_header_failures_and_chips_in_headless_chromium(tmp_path):
+    """The first screen a reader sees: the kernel in the title, the coloured chips, the failures and errors
+    listed and their rows at the top of the table, each verdict in its colour. Chromium's DOM keeps every
+    link's target."""
+    page = write_report(real_copy(FAILURES_RUN, tmp_path))
+    width, height, colors = screenshot(tmp_path, page, "report-failures-first", 900)
+    assert (width, height) == (1280, 900)
+    for v in ("pass", "fail", "xfail", "error"):  # chips (and rows) in their verdict's colours
+        assert rgb(BG[v]) in colors and rgb(FG[v]) in colors, v
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    rendered = Page(dom.stdout)
+    assert [cid for cid, _ in rendered.rows][:2] == ["selftest.leak_mapping", "selftest.hang"]
+    assert rendered.links and all(target in rendered.ids for target, _ in rendered.links)
+    assert "p2pdma-rig: Linux 6.12.117, profile default" in "".join(rendered.text)
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (Debian package chromium; make test installs it)")
+def test_diff_page_colours_its_verdict_cells_in_headless_chromium(tmp_path):
+    """Diff rows are tr.change, not tr.case: their verdict cells must still get their colours."""
+    page = tmp_path / "diff.html"
+    page.write_text(diff_html(FAILED_RUN, PASSED_RUN))
+    _, _, colors = screenshot(tmp_path, page, "diff-verdicts", 900)
+    for v in ("pass", "fail", "xfail"):
+        assert rgb(BG[v]) in colors and rgb(FG[v]) in colors, v
+    text = "".join(Page(chromium(tmp_path, "--dump-dom", page.as_uri()).stdout).text)
+    assert "mremap: expected 'OK', observed 'EINVAL'" in text and text.count("Linux 6.12.117") == 2
+
+
 @pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (Debian package chromium; make test installs it)")
 def test_report_renders_in_headless_chromium(warn_run, tmp_path):
     d = real_copy(FAILED_RUN, tmp_path)
@@ -252,7 +346,7 @@ def test_report_renders_in_headless_chromium(warn_run, tmp_path):
         dom = chromium(tmp_path, "--dump-dom", page.as_uri())
         assert dom.returncode == 0, dom.stderr[-2000:]
         rendered = Page(dom.stdout).rows
-        assert [cid for cid, _ in rendered] == [c["id"] for c in cases_of(run)]
+        assert [cid for cid, _ in rendered] == [c["id"] for c in case_order(cases_of(run))]
 
 
 # ---------------------------------------------------------------- diffs
@@ -276,6 +370,15 @@ def test_diff_of_two_real_runs():
 def test_diff_text_and_html():
     text = diff_text(FAILED_RUN, PASSED_RUN)
     assert "mmap.mremap_dontunmap               fail   pass" in text
+    kernel = "   kernel: Linux 6.12.117 | source debian 6.12.117-1~deb12u1 | profile default | patches none"
+    assert text.splitlines()[1] == text.splitlines()[3] == kernel  # A's kernel, B's kernel
+    # every change says what explains it, on each side that has something to say
+    after = text.split("mmap.mremap_dontunmap               fail   pass\n", 1)[1].splitlines()
+    assert after[:4] == ["    A fail: mremap: expected 'OK', observed 'EINVAL'",
+                         "    A fail: available_delta: expected 0, not reported by the probe",
+                         "    A fail: data_kept: expected True, not reported by the probe",
+                         "    A fail: ... and 3 more (results.json)"]
+    assert "    A xfail: known issue madv-populate-enomem: GUP returns -EREMOTEIO" in text
     assert "odirect.xfs_file                    -      pass" in text and "23 case(s) changed verdict" in text
     assert all(line == line.rstrip() for line in text.splitlines())
     assert "no case changed verdict" in diff_text(PASSED_RUN, PASSED_RUN)
@@ -284,7 +387,47 @@ def test_diff_text_and_html():
     assert [cid for cid, _ in page.rows] == [c["id"] for c in diff_runs(FAILED_RUN, PASSED_RUN)]
     html = diff_html(FAILED_RUN, PASSED_RUN)
     assert '<td class="verdict v-fail">fail</td><td class="verdict v-pass">pass</td>' in html
+    assert "<li>mremap: expected &#x27;OK&#x27;, observed &#x27;EINVAL&#x27;</li>" in html
+    assert html.count("Linux 6.12.117 | source debian 6.12.117-1~deb12u1 | profile default | patches none") == 2
 
+
+PATCHED_RUN = RUNS / "patched"  # base's cases on the kernel with the shipped zeroing fix: leak.data_after_free xpass
+
+
+def test_diff_of_two_kernels_names_both_and_explains_the_change():
+    text = diff_text(BASE_RUN, PATCHED_RUN)
+    lines = text.splitlines()
+    assert lines[1] == "   kernel: Linux 6.12.117 | source debian 6.12.117-1~deb12u1 | profile default | patches none"
+    assert lines[3] == ("   kernel: Linux 6.12.117 | source debian 6.12.117-1~deb12u1 | profile default | patches "
+                        "[PATCH] PCI/P2PDMA: Clear p2pmem before mapping it to userspace")
+    assert lines[5:] == [
+        "case                  A      B",
+        "-----------------------------------",
+        "leak.data_after_free  xfail  xpass",
+        "    A xfail: known issue p2pmem-not-zeroed: p2pmem_alloc_mmap() hands out genalloc memory without clearing "
+        "it, so a new mapper reads the previous owner's bytes (cross-process information leak).",
+        "    A xfail: sees_previous_data: expected False, observed True",
+        "    B xpass: known issue p2pmem-not-zeroed did not show: the kernel may fix it",
+        "1 case(s) changed verdict"]
+    html = diff_html(BASE_RUN, PATCHED_RUN)
+    assert '<td class="verdict v-xfail">xfail</td><td class="verdict v-xpass">xpass</td>' in html
+    assert "<li>known issue p2pmem-not-zeroed did not show: the kernel may fix it</li>" in html
+
+
+def test_report_of_the_patched_kernel_names_its_patch(tmp_path):
+    text = "".join(Page(write_report(real_copy(PATCHED_RUN, tmp_path)).read_text()).text)
+    assert "p2pdma-rig: Linux 6.12.117, profile default" in text
+    assert "patches [PATCH] PCI/P2PDMA: Clear p2pmem before mapping it to userspace" in text
+
+
+def test_diff_explains_errors_and_failures_of_the_later_run():
+    changes = {c["id"]: c for c in diff_runs(BASE_RUN, FAILURES_RUN)}
+    assert set(changes) == {"selftest.hang", "selftest.leak_mapping"}
+    assert changes["selftest.hang"]["why_b"] == ["watchdog: the probe ran longer than 5s and was killed"]
+    assert changes["selftest.hang"]["why_a"] == []  # not in run A
+    text = diff_text(BASE_RUN, FAILURES_RUN)
+    assert "selftest.hang          -      error\n    B error: watchdog: the probe ran longer than 5s" in text
+    assert "    B fail: the case left the machine changed: 0000:00:04.0 p2pmem/available" in text
 
 def rig(*argv: str) -> int:
     """What rig/cli.py does with these two commands: parse, call the handler, RigError -> message and exit 2."""

@@ -87,3 +87,20 @@ def test_git_tree_source_identity(tmp_path):
     assert dirty.dirty and dirty.version.endswith("-dirty") and dirty.content_id
     with pytest.raises(ConfigError, match="is not a kernel tree"):
         resolve_source(f"tree:{tmp_path}")
+
+
+def sha256sum(path) -> str:
+    """What `sha256sum FILE` prints, from the real tool."""
+    return subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
+
+
+def test_manifest_sha256_is_that_of_the_file_it_names(tmp_path):
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(FIX.read_text() + "\n" + STALE.read_text())
+    entries = [p.manifest() for p in read_patches([mbox, FIX])]
+    assert [(e["file"], e["index"]) for e in entries] == [(str(mbox), 0), (str(mbox), 1), (str(FIX), 0)]
+    for e in entries:
+        assert e["sha256"] == sha256sum(e["file"])
+    # each message of the mbox keeps its own identity
+    assert entries[0]["message_sha256"] != entries[1]["message_sha256"]
+    assert entries[2]["message_sha256"] == entries[2]["sha256"]

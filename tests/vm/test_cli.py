@@ -3,9 +3,11 @@ Bad input must give a short error naming the cause, exit 2, and leave the caches
 the rig."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +19,28 @@ from conftest import run_rig as rig
 pytestmark = pytest.mark.vm
 
 def qemu_pids_for(path):
-    out = subprocess.run(["pgrep", "-f", f"qemu-system.*{path}"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    """QEMUs started for a run or boot directory: found by the disks their command lines (boot-N/qemu-cmdline.txt)
+    name, since the disks live in a temporary directory, not in the run directory."""
+    disks = {m for f in Path(path).rglob("qemu-cmdline.txt") for m in re.findall(r"file=(\S+/root\.qcow2)", f.read_text())}
+    pids = []
+    for disk in disks:
+        out = subprocess.run(["pgrep", "-f", f"qemu-system.*{re.escape(disk)}"], capture_output=True, text=True).stdout
+        pids += [int(p) for p in out.split()]
+    return pids
+
+
+MAX_RUN_DIR = 20 * 1024 * 1024  # a run directory must stay small enough to upload as a CI artifact
+
+
+def apparent_size(path) -> int:
+    """What `du --apparent-size` counts (sparse NVMe backing files count at their full size)."""
+    out = subprocess.run(["du", "-s", "--apparent-size", "--block-size=1", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.split()[0])
+
+
+def disk_files(path) -> list[str]:
+    return sorted(str(p) for pat in ("*.qcow2", "*.img", "*.tgz", "probe-bin") for p in Path(path).rglob(pat))
 
 
 def cache_entries():
@@ -38,11 +60,12 @@ def test_kernel_print_path_is_cached():
 
 def test_run_selected_cases_writes_the_run_directory(tmp_path):
     out = tmp_path / "run"
-    r = rig("run", "-k", "sysfs.*", "-k", "odirect.virtio_blk_read", "--out", str(out))
+    kcidb = tmp_path / "kcidb.json"
+    r = rig("run", "-k", "sysfs.*", "-k", "odirect.virtio_blk_read", "--out", str(out), "--kcidb", str(kcidb))
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads((out / "results.json").read_text())
     ids = [c["id"] for c in data["cases"]]
-    assert len(ids) == 7 and "odirect.virtio_blk_read" in ids
+    assert len(ids) == 7 + 1 and "odirect.virtio_blk_read" in ids and "kernel.console.boot-1" in ids
     assert all(c["verdict"] == "pass" for c in data["cases"])
     for name in ("console.log", "dmesg.txt", "qemu-cmdline.txt", "junit.xml", "ktap.txt", "manifest.json",
                  "report.html"):
@@ -55,6 +78,35 @@ def test_run_selected_cases_writes_the_run_directory(tmp_path):
     assert manifest["rig_version"] and manifest["started"] <= manifest["ended"]
     [cmdline] = manifest["qemu_cmdlines"]  # one boot
     assert "cmb_size_mb=64" in cmdline
+    assert manifest["reproduce"] == ("rig run --source debian:6.12 --profile default -k 'sysfs.*' "
+                                     "-k odirect.virtio_blk_read")
+    # uploadable: no disk, overlay, probe binary or bundle; its disks' temporary directory is gone
+    assert disk_files(out) == [] and apparent_size(out) < MAX_RUN_DIR
+    disks = re.search(r"file=(\S+)/boot-1/root\.qcow2", cmdline).group(1)
+    assert not Path(disks).exists() and manifest["disks"] is None
+    assert not (tmp_path / "latest").exists()  # --out outside out_dir: no link beside it
+    # the KCIDB report, as KernelCI's own package validates it: a test per case and the boot's console
+    import kcidb_io
+
+    report = json.loads(kcidb.read_text())
+    kcidb_io.schema.V5_3.validate_exactly(report)
+    assert [t["path"] for t in report["tests"]] == [f"p2pdma_rig.{c}" for c in ids]
+    assert "p2pdma_rig.kernel.console.boot-1" in [t["path"] for t in report["tests"]]
+
+
+def test_keep_disks_keeps_them_outside_the_run_directory(tmp_path):
+    out = tmp_path / "run"
+    r = rig("run", "-k", "sysfs.published", "--out", str(out), "--keep-disks")
+    assert r.returncode == 0, r.stdout + r.stderr
+    disks = Path(json.loads((out / "manifest.json").read_text())["disks"])
+    try:
+        assert f"disks kept (--keep-disks): {disks}" in r.stdout
+        names = sorted(str(p.relative_to(disks)) for p in disks.rglob("*") if p.is_file() and "probe-bin" not in p.parts)
+        assert names == ["boot-1/guest-tests.tgz", "boot-1/nvme0.img", "boot-1/root.qcow2"]
+        assert (disks / "probe-bin" / "mmap").is_file()
+        assert disk_files(out) == [] and apparent_size(out) < MAX_RUN_DIR
+    finally:
+        subprocess.run(["rm", "-rf", str(disks)])
 
 
 def test_no_case_matches_is_exit_2():
@@ -114,6 +166,8 @@ def test_qemu_never_outlives_the_rig(tmp_path, how):
                 break
         assert "VM up" in seen, seen
         assert qemu_pids_for(out), "QEMU should be running while the rig is"
+        disks = Path(re.search(r"file=(\S+)/root\.qcow2", (out / "qemu-cmdline.txt").read_text()).group(1))
+        assert (disks / "root.qcow2").is_file() and disk_files(out) == []  # the disks, outside the boot directory
         if how == signal.SIGINT:  # while it is up: `rig ssh` reaches the guest booted by `rig boot`
             r = rig("ssh", "--dir", str(out), "--", "uname", "-r", timeout=60)
             assert r.returncode == 0 and r.stdout.startswith("6.12"), r.stdout + r.stderr
@@ -124,6 +178,9 @@ def test_qemu_never_outlives_the_rig(tmp_path, how):
                 break
             time.sleep(0.2)
         assert qemu_pids_for(out) == []
+        if how == signal.SIGKILL:  # nothing runs after SIGKILL: its disks stay in the temporary directory
+            subprocess.run(["rm", "-rf", str(disks)])
+        assert not disks.exists()
     finally:
         if proc.poll() is None:
             proc.kill()
