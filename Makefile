@@ -17,13 +17,14 @@ TEST_DEB_PACKAGES := chromium shellcheck
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test unit bench deps test-deps system-deps test-system-deps apt-install clean-venv help
+.PHONY: run test unit bench captures deps test-deps system-deps test-system-deps apt-install clean-venv help
 
 help:
 	@echo "make run    build kernel + image, boot QEMU, run the probes (ARGS='-k mmap' to pass rig options)"
 	@echo "make test   the rig's own tests: host unit tests and VM integration tests (JUnit: out/pytest-junit.xml)"
 	@echo "make unit   host unit tests only (seconds, no VM)"
 	@echo "make bench  measure build/boot/run times into BENCHMARKS.md"
+	@echo "make captures  re-record tests/data/splats/ (one real console per splat pattern; capture kernel, ~20 min cold)"
 
 deps: system-deps $(VENV)/.installed
 test-deps: deps test-system-deps
@@ -61,6 +62,11 @@ test: test-deps
 
 bench: deps
 	$(BIN)/python -m rig.bench
+
+# one real console per splat pattern of rig/console.py, from the `capture` kernel (LKDTM, UBSAN, KFENCE on top
+# of the debug profile); ARGS='bug panic' records only those
+captures: deps
+	$(BIN)/python tests/data/splats/record.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
