@@ -43,10 +43,15 @@ class Pattern:
     # where the frame is when it is not the first interesting frame of a stack: the first match in the report
     # (group 1); e.g. lockdep names the acquiring function in "at: func+0x.." before any stack
     frame: re.Pattern | None = None
+    # the line that closes this kind of report (besides "---[ end trace"), and how long it may get
+    end: re.Pattern | None = None
+    max_lines: int = 80
 
 
-def _p(kind: str, regex: str, title: str, fatal: bool = False, frame: str | None = None) -> Pattern:
-    return Pattern(kind, re.compile(regex), title, fatal, re.compile(frame) if frame else None)
+def _p(kind: str, regex: str, title: str, fatal: bool = False, frame: str | None = None, end: str | None = None,
+       max_lines: int = 80) -> Pattern:
+    return Pattern(kind, re.compile(regex), title, fatal, re.compile(frame) if frame else None,
+                   re.compile(end) if end else None, max_lines)
 
 
 _AT = r", at: ([A-Za-z_][\w.]*)\+0x"
@@ -54,7 +59,8 @@ _AT = r", at: ([A-Za-z_][\w.]*)\+0x"
 
 # order matters: the first pattern that matches a line starts a report
 PATTERNS: tuple[Pattern, ...] = (
-    _p("kasan", r"BUG: KASAN: ([\w-]+) in ([A-Za-z_][\w.]*)", "KASAN: {0} in {1}"),
+    # a KASAN report (access, stacks of the allocation and the free, the memory state) is closed by a ==== line
+    _p("kasan", r"BUG: KASAN: ([\w-]+) in ([A-Za-z_][\w.]*)", "KASAN: {0} in {1}", end=r"^={40,}$", max_lines=200),
     _p("bug", r"kernel BUG at (\S+)!", "kernel BUG in {frame}"),
     _p("oops", r"BUG: unable to handle (?:page fault for address|kernel paging request)",
        "BUG: unable to handle kernel paging request in {frame}"),
@@ -66,7 +72,7 @@ PATTERNS: tuple[Pattern, ...] = (
     _p("bug", r"^BUG: (.+?)(?: \(.*)?$", "BUG: {0}"),
     # lockdep says "possible circular locking dependency detected" but "possible recursive locking detected"
     _p("lockdep", r"WARNING: possible (?:circular locking dependency|recursive locking) detected",
-       "possible deadlock in {frame}", frame=_AT),
+       "possible deadlock in {frame}", frame=_AT, max_lines=200),
     _p("lockdep", r"WARNING: suspicious RCU usage", "suspicious RCU usage in {frame}"),
     _p("warning", r"WARNING: CPU: \d+ PID: \d+ at \S+ ([A-Za-z_][\w.]*)\+0x", "WARNING in {0}"),
     _p("warning", r"^WARNING: (.+)", "WARNING: {0}"),
@@ -77,7 +83,6 @@ PATTERNS: tuple[Pattern, ...] = (
 )
 
 _END = re.compile(r"---\[ end (trace|Kernel panic)")
-MAX_REPORT_LINES = 80
 
 
 # reports after which the kernel is not trusted any more: the run goes on in a fresh VM, and exits 3
@@ -146,8 +151,8 @@ def find_splats(console: str) -> list[Splat]:
             continue
         pat, m = hit
         end = i + 1
-        while end < len(lines) and end - i < MAX_REPORT_LINES:
-            if _END.search(lines[end]):
+        while end < len(lines) and end - i < pat.max_lines:
+            if _END.search(lines[end]) or (pat.end and pat.end.search(strip_time(lines[end]))):
                 end += 1
                 break
             if MARKER.search(lines[end]) or (_match(lines[end]) and not pat.kind == "kasan"):

@@ -31,8 +31,11 @@ def test_first_splat_is_titled(name):
     assert (first.kind, first.title, first.fatal) == (exp["kind"], exp["title"], exp["fatal"])
     if exp["frame"]:
         assert first.title.endswith(f" in {exp['frame']}"), first.title
-    # the report is cut where it ends, not after its first line
+    # the report is cut where it ends: not after its first line, not in the middle of a stack or a KASAN report
     assert len(first.text.splitlines()) > 3
+    assert first.text.count("<TASK>") == first.text.count("</TASK>")
+    if first.kind == "kasan":
+        assert "Memory state around the buggy address" in first.text
 
 
 @pytest.mark.parametrize("name", CAPTURES)
