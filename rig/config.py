@@ -24,6 +24,7 @@ DEFAULT_PROFILES = {
     "default": ("tiny-base.config", "p2pdma.config"),
     "debug": ("tiny-base.config", "p2pdma.config", "debug.config"),
     "gupfast": ("tiny-base.config", "p2pdma.config", "gupfast.config"),
+    "capture": ("tiny-base.config", "p2pdma.config", "debug.config", "capture.config"),
 }
 
 

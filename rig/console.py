@@ -26,6 +26,11 @@ _BORING_FRAMES = {
     "entry_SYSCALL_64_after_hwframe", "do_syscall_64", "kthread", "sysrq_handle_crash", "__handle_sysrq",
     "write_sysrq_trigger", "rcu_dump_cpu_stacks", "print_cpu_stall", "check_cpu_stall", "rcu_sched_clock_irq",
     "watchdog_timer_fn", "__hrtimer_run_queues",
+    # UBSAN, lockdep, the page allocator's and might_sleep()'s report printers
+    "ubsan_epilogue", "__ubsan_handle_out_of_bounds", "__ubsan_handle_shift_out_of_bounds",
+    "__ubsan_handle_load_invalid_value", "lockdep_rcu_suspicious", "bad_page", "free_page_is_bad_report",
+    "free_page_is_bad", "free_pages_prepare", "free_unref_page", "__free_pages_ok", "__free_pages",
+    "__might_resched", "__might_sleep", "lock_acquire", "__lock_acquire",
 }
 
 
@@ -35,15 +40,27 @@ class Pattern:
     regex: re.Pattern
     title: str  # format: {0}.. regex groups, {frame} the first interesting frame
     fatal: bool = False
+    # where the frame is when it is not the first interesting frame of a stack: the first match in the report
+    # (group 1); e.g. lockdep names the acquiring function in "at: func+0x.." before any stack
+    frame: re.Pattern | None = None
+    # the line that closes this kind of report (besides "---[ end trace"), and how long it may get
+    end: re.Pattern | None = None
+    max_lines: int = 80
 
 
-def _p(kind: str, regex: str, title: str, fatal: bool = False) -> Pattern:
-    return Pattern(kind, re.compile(regex), title, fatal)
+def _p(kind: str, regex: str, title: str, fatal: bool = False, frame: str | None = None, end: str | None = None,
+       max_lines: int = 80) -> Pattern:
+    return Pattern(kind, re.compile(regex), title, fatal, re.compile(frame) if frame else None,
+                   re.compile(end) if end else None, max_lines)
+
+
+_AT = r", at: ([A-Za-z_][\w.]*)\+0x"
 
 
 # order matters: the first pattern that matches a line starts a report
 PATTERNS: tuple[Pattern, ...] = (
-    _p("kasan", r"BUG: KASAN: ([\w-]+) in ([A-Za-z_][\w.]*)", "KASAN: {0} in {1}"),
+    # a KASAN report (access, stacks of the allocation and the free, the memory state) is closed by a ==== line
+    _p("kasan", r"BUG: KASAN: ([\w-]+) in ([A-Za-z_][\w.]*)", "KASAN: {0} in {1}", end=r"^={40,}$", max_lines=200),
     _p("bug", r"kernel BUG at (\S+)!", "kernel BUG in {frame}"),
     _p("oops", r"BUG: unable to handle (?:page fault for address|kernel paging request)",
        "BUG: unable to handle kernel paging request in {frame}"),
@@ -53,19 +70,19 @@ PATTERNS: tuple[Pattern, ...] = (
     _p("bug", r"BUG: (sleeping function called from invalid context|scheduling while atomic|"
               r"Bad page state|Bad page map|workqueue lockup|spinlock \w+)", "BUG: {0} in {frame}"),
     _p("bug", r"^BUG: (.+?)(?: \(.*)?$", "BUG: {0}"),
-    _p("lockdep", r"WARNING: possible (circular|recursive) locking dependency detected",
-       "possible deadlock in {frame}"),
+    # lockdep says "possible circular locking dependency detected" but "possible recursive locking detected"
+    _p("lockdep", r"WARNING: possible (?:circular locking dependency|recursive locking) detected",
+       "possible deadlock in {frame}", frame=_AT, max_lines=200),
     _p("lockdep", r"WARNING: suspicious RCU usage", "suspicious RCU usage in {frame}"),
     _p("warning", r"WARNING: CPU: \d+ PID: \d+ at \S+ ([A-Za-z_][\w.]*)\+0x", "WARNING in {0}"),
     _p("warning", r"^WARNING: (.+)", "WARNING: {0}"),
     _p("hung_task", r"INFO: task (\S+):\d+ blocked for more than \d+ seconds", "INFO: task hung in {frame}"),
     _p("rcu_stall", r"rcu: INFO: (rcu_\w+) (?:self-)?detected stall", "INFO: rcu detected stall in {frame}"),
-    _p("ubsan", r"UBSAN: ([\w-]+) in (\S+)", "UBSAN: {0} in {1}"),
+    _p("ubsan", r"UBSAN: ([\w-]+) in (\S+)", "UBSAN: {0} in {frame}"),
     _p("panic", r"Kernel panic - not syncing: (.+?)\s*\]?$", "kernel panic: {0}", fatal=True),
 )
 
 _END = re.compile(r"---\[ end (trace|Kernel panic)")
-MAX_REPORT_LINES = 80
 
 
 # reports after which the kernel is not trusted any more: the run goes on in a fresh VM, and exits 3
@@ -113,6 +130,16 @@ def first_interesting_frame(lines: list[str]) -> str:
     return "unknown"
 
 
+def _frame_at(pat: Pattern, report: list[str]) -> str:
+    if pat.frame is None:
+        return ""
+    for line in report:
+        m = pat.frame.search(line)
+        if m and m.group(1) not in _BORING_FRAMES:
+            return m.group(1)
+    return ""
+
+
 def find_splats(console: str) -> list[Splat]:
     lines = console.splitlines()
     splats: list[Splat] = []
@@ -124,15 +151,15 @@ def find_splats(console: str) -> list[Splat]:
             continue
         pat, m = hit
         end = i + 1
-        while end < len(lines) and end - i < MAX_REPORT_LINES:
-            if _END.search(lines[end]):
+        while end < len(lines) and end - i < pat.max_lines:
+            if _END.search(lines[end]) or (pat.end and pat.end.search(strip_time(lines[end]))):
                 end += 1
                 break
             if MARKER.search(lines[end]) or (_match(lines[end]) and not pat.kind == "kasan"):
                 break
             end += 1
         report = lines[i:end]
-        frame = first_interesting_frame(report[1:] if pat.kind != "oops" else report)
+        frame = _frame_at(pat, report) or first_interesting_frame(report[1:] if pat.kind != "oops" else report)
         groups = [re.sub(r"\+0x[0-9a-f]+/0x[0-9a-f]+$", "", g or "") for g in m.groups()]
         title = pat.title.format(*groups, frame=frame)
         splats.append(Splat(pat.kind, title, pat.fatal, i, "\n".join(report)))
