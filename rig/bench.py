@@ -96,7 +96,12 @@ def flakiness(runs: int = 5, seed0: int = 20261125) -> int:
                 cases = json.loads((Path(d) / "results.json").read_text())["cases"]
             except (OSError, ValueError):
                 cases = []
-        bad = sorted(f"{c['id']} ({c['verdict']})" for c in cases if c["verdict"] not in ("pass", "xfail"))
+            bad_cases = [c for c in cases if c["verdict"] not in ("pass", "xfail")]
+            if bad_cases or not cases:  # keep what explains it
+                keep = REPO_ROOT / "out" / "flaky" / f"run-{n}"
+                shutil.rmtree(keep, ignore_errors=True)
+                shutil.copytree(d, keep)
+        bad = sorted(f"{c['id']} ({c['verdict']}: {' '.join(c['reason'].split())[:200]})" for c in bad_cases)
         bad_total += len(bad) + (0 if cases else 1)
         rows.append(f"| {n} | {order}{f' (seed {seed})' if seed else ''} | {len(cases)} | {r.returncode} | {t:.0f} s | "
                     f"{', '.join(bad) or ('no results.json' if not cases else 'none')} |")
