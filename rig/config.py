@@ -92,8 +92,9 @@ DEFAULT_TOPOLOGIES = {
     "rootbus-amd": TopologyConfig(
         cpu="EPYC", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
         description="provider and peer on the root complex, AMD family 0x17 CPU model: P2P through the host bridge"),
+    # -xsave: with Opteron_G5's XSAVE under TCG (AVX filtered out) Linux hangs in its FPU setup at boot
     "rootbus-opteron": TopologyConfig(
-        cpu="Opteron_G5", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
+        cpu="Opteron_G5,-xsave", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
         description="as rootbus-amd with an AMD family 0x15 CPU model (pre-Zen): P2P refused"),
     "rootbus-milan": TopologyConfig(
         cpu="EPYC-Milan", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
