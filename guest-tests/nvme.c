@@ -551,7 +551,7 @@ static void reset_while_mapped(const char *how)
 	obs_int("published", p2p_attr("published"));
 
 	/* O_DIRECT through the mapping made before the reset, both directions, on the provider's own namespace */
-	open_ns_passthru();
+	close(open_ns_passthru());
 	int dfd = open_ns_direct();
 	const off_t off = BASE_OFF + (how[0] == 'c' ? 9 : 10) * IO_LEN;
 	ssize_t w = pwrite(dfd, buf, IO_LEN, off);
