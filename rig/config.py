@@ -94,6 +94,16 @@ DEFAULT_TOPOLOGIES = {
     "rootbus-amd": TopologyConfig(
         cpu="EPYC", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
         description="provider and peer on the root complex, AMD family 0x17 CPU model: P2P through the host bridge"),
+    # -xsave: with Opteron_G5's XSAVE under TCG (AVX filtered out) Linux hangs in its FPU setup at boot
+    "rootbus-opteron": TopologyConfig(
+        cpu="Opteron_G5,-xsave", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
+        description="as rootbus-amd with an AMD family 0x15 CPU model (pre-Zen): P2P refused"),
+    "rootbus-milan": TopologyConfig(
+        cpu="EPYC-Milan", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
+        description="as rootbus-amd with an AMD family 0x19 CPU model (Zen 3): P2P through the host bridge"),
+    "rootbus-hygon": TopologyConfig(
+        cpu="Dhyana", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
+        description="as rootbus-amd with a Hygon family 0x18 CPU model: P2P refused (only AMD's vendor is trusted)"),
     "hotplug": TopologyConfig(
         nvme=(NvmeConfig(attach="root-port"),),
         description="the provider on its own hot-pluggable root port, for QMP device_del"),
