@@ -21,8 +21,11 @@ CASE(shared_1m, "MAP_SHARED 1 MiB: available drops by the mapped size and comes 
 CASE(private, "MAP_PRIVATE is refused")
 {
 	int fd = p2p_open();
+	long long avail = p2p_available();
 	void *p = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
 	obs_errno("mmap", p == MAP_FAILED ? errno : 0);
+	/* refused before anything is taken from the pool */
+	obs_int("available_delta", p2p_available() - avail);
 	if (p != MAP_FAILED)
 		munmap(p, PAGE);
 	close(fd);
@@ -31,8 +34,11 @@ CASE(private, "MAP_PRIVATE is refused")
 CASE(nonzero_offset, "a non-zero file offset is refused")
 {
 	int fd = p2p_open();
+	long long avail = p2p_available();
 	void *p = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, PAGE);
 	obs_errno("mmap", p == MAP_FAILED ? errno : 0);
+	/* refused before anything is taken from the pool */
+	obs_int("available_delta", p2p_available() - avail);
 	if (p != MAP_FAILED)
 		munmap(p, PAGE);
 	close(fd);
@@ -58,14 +64,17 @@ CASE(over_available, "asking for more than available fails at mmap time")
 CASE(one_page, "the smallest mapping, one page, works and holds data")
 {
 	int fd = p2p_open();
+	long long avail = p2p_available();
 	volatile char *p = p2p_map(fd, PAGE);
 	obs_errno("mmap", p == MAP_FAILED ? errno : 0);
 	if (p == MAP_FAILED)
 		return;
+	obs_int("available_drop", avail - p2p_available());
 	int sig = touch(p, 1, 0x5a);
 	obs_str("write", signame(sig));
 	obs_bool("readback_ok", sig == 0 && p[0] == 0x5a);
 	munmap((void *)p, PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail);
 	close(fd);
 }
 
@@ -126,10 +135,12 @@ CASE(fragmented_pool, "a pool fragmented by freeing every other page refuses a 2
 CASE(fork_shared, "a forked child's write is seen by the parent (the pages are shared, not copied)")
 {
 	int fd = p2p_open();
+	long long avail0 = p2p_available();
 	volatile char *p = p2p_map(fd, PAGE);
 	if (p == MAP_FAILED)
 		probe_fail("mmap");
 	p[0] = 'P';
+	long long avail = p2p_available();
 	pid_t pid = fork();
 	if (pid == 0) {
 		p[0] = 'C';
@@ -139,7 +150,10 @@ CASE(fork_shared, "a forked child's write is seen by the parent (the pages are s
 	waitpid(pid, &st, 0);
 	obs_bool("child_exited_ok", WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	obs_bool("parent_sees_child_write", p[0] == 'C');
+	/* the child's exit drops its PTE's reference only: the parent still maps the page */
+	obs_int("available_delta_after_child_exit", p2p_available() - avail);
 	munmap((void *)p, PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail0);
 	close(fd);
 }
 
@@ -366,4 +380,26 @@ CASE(map_locked, "mmap with MAP_LOCKED succeeds, but the VMA is not locked (VM_M
 		obs_bool("vmflags_mm", strstr(flags, " mm ") != NULL); /* the smaps entry was found */
 		obs_bool("vmflags_lo", strstr(flags, " lo ") != NULL);
 	}
+}
+
+CASE(readonly_shared, "a PROT_READ MAP_SHARED mapping works: pages taken from the pool, readable, a write is SIGSEGV, munmap gives them back")
+{
+	int fd = p2p_open();
+	long long avail = p2p_available();
+	char *p = mmap(NULL, 4 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	obs_errno("mmap", p == MAP_FAILED ? errno : 0);
+	if (p == MAP_FAILED) {
+		close(fd);
+		return;
+	}
+	obs_int("available_drop", avail - p2p_available());
+	obs_str("read", signame(touch(p, 0, 0) ?: touch(p + 3 * PAGE, 0, 0)));
+	obs_str("write", signame(touch(p + PAGE, 1, 1)));
+	char flags[256];
+	vmflags_of(p, flags, sizeof(flags));
+	obs_bool("vmflags_wr", strstr(flags, " wr ") != NULL);
+	obs_bool("vmflags_sh", strstr(flags, " sh ") != NULL);
+	munmap(p, 4 * PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail);
+	close(fd);
 }
