@@ -46,9 +46,17 @@ static void longterm(uint32_t flags)
 	char *p = p2p_map(fd, NPAGES * PAGE);
 	if (p == MAP_FAILED)
 		probe_fail("mmap");
+	struct page_state before[GUP_TEST_MAX_PAGES_TO_DUMP], during[GUP_TEST_MAX_PAGES_TO_DUMP];
+	if (dump_user_pages(gfd, p, GUP_TEST_MAX_PAGES_TO_DUMP, before) != GUP_TEST_MAX_PAGES_TO_DUMP)
+		probe_fail("DUMP_USER_PAGES_TEST before the pin");
 	struct pin_longterm_test t = {.addr = (uintptr_t)p, .size = NPAGES * PAGE, .flags = flags};
 	int rc = ioctl(gfd, PIN_LONGTERM_TEST_START, &t);
 	obs_errno("start", rc ? errno : 0);
+	/* a refused pin must not leave a pin (or a reference) behind on the pages it got before failing */
+	int same = dump_user_pages(gfd, p, GUP_TEST_MAX_PAGES_TO_DUMP, during) == GUP_TEST_MAX_PAGES_TO_DUMP;
+	for (int i = 0; same && i < GUP_TEST_MAX_PAGES_TO_DUMP; i++)
+		same = during[i].refcount == before[i].refcount;
+	obs_bool("refcount_unchanged", same);
 	if (rc == 0)
 		ioctl(gfd, PIN_LONGTERM_TEST_STOP);
 	munmap(p, NPAGES * PAGE);
@@ -56,8 +64,8 @@ static void longterm(uint32_t flags)
 	close(gfd);
 }
 
-CASE(pin_longterm_read, "a long-term read pin of p2pmem is refused (EREMOTEIO)") { longterm(0); }
-CASE(pin_longterm_write, "a long-term write pin is refused by the dirty-tracking check first (EFAULT)") { longterm(1); }
+CASE(pin_longterm_read, "a long-term read pin of p2pmem is refused (EREMOTEIO) and leaves no reference behind") { longterm(0); }
+CASE(pin_longterm_write, "a long-term write pin is refused by the dirty-tracking check first (EFAULT) and leaves no reference behind") { longterm(1); }
 
 CASE(dump_user_pages, "DUMP_USER_PAGES_TEST with FOLL_PCI_P2PDMA dumps the page: refcount 2 (PTE + this GUP), mapcount 1")
 {

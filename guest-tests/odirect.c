@@ -72,15 +72,20 @@ CASE(ram_to_nvme_to_p2pmem, "data written from RAM by O_DIRECT reads back into p
 	free(ram);
 }
 
-CASE(virtio_blk_read, "O_DIRECT read from the virtio-blk disk (no P2PDMA support) into p2pmem is refused")
+CASE(virtio_blk_read, "O_DIRECT read from the virtio-blk disk (no P2PDMA support) into p2pmem is refused, the buffer untouched")
 {
 	int pfd;
 	unsigned char *buf = map_buf(&pfd, IO_LEN);
 	int fd = open("/dev/vda", O_RDONLY | O_DIRECT);
 	if (fd < 0)
 		probe_fail("open /dev/vda");
+	for (size_t i = 0; i < IO_LEN; i += 8)
+		*(volatile uint64_t *)(buf + i) = 0xa5a5a5a5a5a5a5a5ULL ^ i;
+	uint64_t h = hash_bytes(buf, IO_LEN);
 	ssize_t r = pread(fd, buf, IO_LEN, 0);
 	obs_errno("read", r < 0 ? errno : 0);
+	/* refused in GUP, before any DMA: the buffer keeps its bytes */
+	obs_bool("buffer_unchanged", hash_bytes(buf, IO_LEN) == h);
 	munmap(buf, IO_LEN);
 	close(pfd);
 	close(fd);
@@ -100,12 +105,16 @@ CASE(null_blk_write, "O_DIRECT write from p2pmem to null_blk (no P2PDMA support)
 	close(fd);
 }
 
-CASE(misaligned, "O_DIRECT with a buffer that is not block aligned gives EINVAL")
+CASE(misaligned, "O_DIRECT with a buffer that is not block aligned gives EINVAL, the buffer untouched")
 {
 	int pfd, fd = open_ns(O_RDONLY);
 	unsigned char *buf = map_buf(&pfd, 2 * IO_LEN);
+	for (size_t i = 0; i < 2 * IO_LEN; i += 8)
+		*(volatile uint64_t *)(buf + i) = 0x5a5a5a5a5a5a5a5aULL ^ i;
+	uint64_t h = hash_bytes(buf, 2 * IO_LEN);
 	ssize_t r = pread(fd, buf + 1, IO_LEN, 0);
 	obs_errno("read", r < 0 ? errno : 0);
+	obs_bool("buffer_unchanged", hash_bytes(buf, 2 * IO_LEN) == h);
 	munmap(buf, 2 * IO_LEN);
 	close(pfd);
 	close(fd);
