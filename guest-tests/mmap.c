@@ -1,6 +1,7 @@
 /* mmap of /sys/bus/pci/devices/<bdf>/p2pmem/allocate (docs/behaviour.md section 1.2). */
 #define AREA "mmap"
 #include "lib/probe.h"
+#include "lib/gup_test.h"
 
 CASE(shared_1m, "MAP_SHARED 1 MiB: available drops by the mapped size and comes back after munmap")
 {
@@ -402,4 +403,50 @@ CASE(readonly_shared, "a PROT_READ MAP_SHARED mapping works: pages taken from th
 	munmap(p, 4 * PAGE);
 	obs_int("available_restored_delta", p2p_available() - avail);
 	close(fd);
+}
+
+CASE(fork_refcount, "fork shares the p2pmem page: refcount and mapcount (dump_page) rise by one while the child lives and come back when it exits; nothing returns to the pool")
+{
+	int gfd = gup_fd(), fd = p2p_open();
+	volatile char *p = p2p_map(fd, PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	p[0] = 'P';
+	struct page_state before, during, after;
+	if (dump_user_pages(gfd, (void *)p, 1, &before) != 1)
+		probe_fail("DUMP_USER_PAGES_TEST before fork");
+	long long avail = p2p_available();
+	int go[2], ready[2];
+	if (pipe(go) || pipe(ready))
+		probe_fail("pipe");
+	pid_t pid = fork();
+	if (pid == 0) {
+		char c;
+		p[0] = 'C';
+		if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(1);
+		_exit(0);
+	}
+	char c;
+	if (read(ready[0], &c, 1) != 1)
+		probe_fail("the child did not start");
+	int ok = dump_user_pages(gfd, (void *)p, 1, &during) == 1;
+	if (write(go[1], "g", 1) != 1)
+		probe_fail("pipe");
+	int st;
+	waitpid(pid, &st, 0);
+	ok &= dump_user_pages(gfd, (void *)p, 1, &after) == 1;
+	if (!ok)
+		probe_fail("DUMP_USER_PAGES_TEST around the child");
+	obs_int("refcount_before", before.refcount);
+	obs_int("mapcount_before", before.mapcount);
+	obs_int("refcount_delta_child_alive", during.refcount - before.refcount);
+	obs_int("mapcount_delta_child_alive", during.mapcount - before.mapcount);
+	obs_int("refcount_delta_child_gone", after.refcount - before.refcount);
+	obs_int("mapcount_delta_child_gone", after.mapcount - before.mapcount);
+	obs_bool("parent_sees_child_write", p[0] == 'C');
+	obs_int("available_delta", p2p_available() - avail);
+	munmap((void *)p, PAGE);
+	close(fd);
+	close(gfd);
 }
