@@ -5,7 +5,6 @@
 #include <sys/syscall.h>
 #include <linux/aio_abi.h>
 #include <linux/io_uring.h>
-#include <linux/nvme_ioctl.h>
 /* <linux/fs.h> (pulled in above) clashes with glibc's <sys/uio.h> (RWF_*) and <sys/mount.h> (BLK*): take
  * struct iovec from <fcntl.h>, declare preadv here, and mount through syscall() */
 ssize_t preadv(int fd, const struct iovec *iov, int iovcnt, off_t offset);
@@ -435,52 +434,6 @@ CASE(xfs_file, "O_DIRECT write and read of a file on xfs on the NVMe namespace w
 	/* the namespace (256 MiB) is under mkfs.xfs's 300 MB floor; these three variables are xfsprogs' documented
 	 * fstests escape hatch for small test filesystems */
 	fs_roundtrip("xfs", "TEST_DIR=1 TEST_DEV=1 QA_CHECK_FS=1 mkfs.xfs -q -f");
-}
-
-/* ------------------------------------------------------------------ NVMe passthrough (section 2: blk_rq_map_user_iov) */
-
-/* one NVMe read (0x02) or write (0x01) of `len` bytes at byte offset `off` through NVME_IOCTL_IO_CMD:
- * the ioctl's return (0, an NVMe status > 0, or -errno) */
-static int nvme_passthru(int fd, int write, void *buf, size_t len, off_t off, int lbs)
-{
-	int nsid = ioctl(fd, NVME_IOCTL_ID);
-	if (nsid < 0)
-		probe_fail("NVME_IOCTL_ID");
-	uint64_t slba = off / lbs;
-	struct nvme_passthru_cmd c = {.opcode = write ? 0x01 : 0x02, .nsid = (uint32_t)nsid, .addr = (uintptr_t)buf,
-				      .data_len = (uint32_t)len, .cdw10 = (uint32_t)slba, .cdw11 = (uint32_t)(slba >> 32),
-				      .cdw12 = (uint32_t)(len / lbs - 1)};
-	int rc = ioctl(fd, NVME_IOCTL_IO_CMD, &c);
-	return rc < 0 ? -errno : rc;
-}
-
-CASE(nvme_passthru_roundtrip, "NVMe passthrough (NVME_IOCTL_IO_CMD) write from and read into p2pmem: the disk holds the buffer's bytes, the read brings them back, the pool is restored")
-{
-	int pfd, fd = open_ns(O_RDWR), lbs = 0;
-	if (ioctl(fd, BLKSSZGET, &lbs) < 0 || lbs <= 0)
-		probe_fail("BLKSSZGET");
-	const off_t off = 8 << 20;
-	long long avail = p2p_available();
-	unsigned char *ram = pattern(IO_LEN, 6), *back = aligned_alloc(PAGE, IO_LEN);
-	unsigned char *buf = map_buf(&pfd, 2 * IO_LEN), *out = buf, *in = buf + IO_LEN;
-	p2p_copy(out, ram, IO_LEN);
-	p2p_zero(in, IO_LEN);
-	int w = nvme_passthru(fd, 1, out, IO_LEN, off, lbs);
-	obs_errno("write", w < 0 ? -w : 0);
-	obs_int("write_status", w);
-	/* what reached the disk, read by O_DIRECT into RAM */
-	memset(back, 0, IO_LEN);
-	obs_bool("disk_matches", w == 0 && pread(fd, back, IO_LEN, off) == IO_LEN && !memcmp(back, ram, IO_LEN));
-	int r = nvme_passthru(fd, 0, in, IO_LEN, off, lbs);
-	obs_errno("read", r < 0 ? -r : 0);
-	obs_int("read_status", r);
-	obs_bool("data_match", r == 0 && hash_bytes(in, IO_LEN) == hash_bytes(ram, IO_LEN));
-	munmap(buf, 2 * IO_LEN);
-	obs_int("available_restored_delta", p2p_available() - avail);
-	close(pfd);
-	close(fd);
-	free(ram);
-	free(back);
 }
 
 /* ------------------------------------------------------------------ page state after O_DIRECT (section 1.3, 4) */
