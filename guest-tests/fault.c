@@ -126,14 +126,20 @@ CASE(madv_populate_read, "MADV_POPULATE_READ on p2pmem fails with a meaningful e
 	madv_populate(MADV_POPULATE_READ);
 }
 
-CASE(mlock, "mlock() of p2pmem fails with EREMOTEIO (GUP refuses P2PDMA pages while populating)")
+CASE(mlock, "mlock() of p2pmem fails with EREMOTEIO (GUP refuses P2PDMA pages while populating); mapping and data untouched")
 {
 	int fd = p2p_open();
 	char *p = p2p_map(fd, 2 * PAGE);
 	if (p == MAP_FAILED)
 		probe_fail("mmap");
+	p[0] = 'm';
+	p[PAGE] = 'l';
+	long long before = p2p_available();
 	int rc = mlock(p, 2 * PAGE);
 	obs_errno("mlock", rc ? errno : 0);
+	/* the failed populate leaves the mapping as it was: same pages, same data */
+	obs_int("available_delta", p2p_available() - before);
+	obs_bool("data_kept", touch(p, 0, 0) == 0 && touch(p + PAGE, 0, 0) == 0 && p[0] == 'm' && p[PAGE] == 'l');
 	if (rc == 0)
 		munlock(p, 2 * PAGE);
 	munmap(p, 2 * PAGE);

@@ -3,40 +3,12 @@
  * user memory without FOLL_PCI_P2PDMA (section 2). */
 #define AREA "gup"
 #include "lib/probe.h"
+#include "lib/gup_test.h"
 #include <linux/futex.h>
 #include <linux/io_uring.h>
-#include <sys/ioctl.h>
 #include <sys/ptrace.h>
-#include <sys/syscall.h>
 
-/* mm/gup_test.h is not a UAPI header; layout from docs/behaviour.md section 3 (sizeof 80) */
-struct gup_test {
-	uint64_t get_delta_usec, put_delta_usec, addr, size;
-	uint32_t nr_pages_per_call, gup_flags, test_flags;
-	uint32_t which_pages[8];
-};
-struct pin_longterm_test {
-	uint64_t addr, size;
-	uint32_t flags;
-};
-#define GUP_FAST_BENCHMARK      _IOWR('g', 1, struct gup_test)
-#define PIN_FAST_BENCHMARK      _IOWR('g', 2, struct gup_test)
-#define GUP_BASIC_TEST          _IOWR('g', 4, struct gup_test)
-#define PIN_BASIC_TEST          _IOWR('g', 5, struct gup_test)
-#define DUMP_USER_PAGES_TEST    _IOWR('g', 6, struct gup_test)
-#define PIN_LONGTERM_TEST_START _IOW('g', 7, struct pin_longterm_test)
-#define PIN_LONGTERM_TEST_STOP  _IO('g', 8)
-#define FOLL_WRITE 0x01
-#define FOLL_PCI_P2PDMA 0x400
 #define NPAGES 16
-
-static int gup_fd(void)
-{
-	int fd = open("/sys/kernel/debug/gup_test", O_RDWR);
-	if (fd < 0)
-		probe_skip("no /sys/kernel/debug/gup_test (CONFIG_GUP_TEST off or debugfs not mounted)");
-	return fd;
-}
 
 /* bytes processed by one benchmark ioctl on a fresh p2pmem mapping */
 static void gup_bench(unsigned long cmd, uint32_t flags)
@@ -74,9 +46,17 @@ static void longterm(uint32_t flags)
 	char *p = p2p_map(fd, NPAGES * PAGE);
 	if (p == MAP_FAILED)
 		probe_fail("mmap");
+	struct page_state before[GUP_TEST_MAX_PAGES_TO_DUMP], during[GUP_TEST_MAX_PAGES_TO_DUMP];
+	if (dump_user_pages(gfd, p, GUP_TEST_MAX_PAGES_TO_DUMP, before) != GUP_TEST_MAX_PAGES_TO_DUMP)
+		probe_fail("DUMP_USER_PAGES_TEST before the pin");
 	struct pin_longterm_test t = {.addr = (uintptr_t)p, .size = NPAGES * PAGE, .flags = flags};
 	int rc = ioctl(gfd, PIN_LONGTERM_TEST_START, &t);
 	obs_errno("start", rc ? errno : 0);
+	/* a refused pin must not leave a pin (or a reference) behind on the pages it got before failing */
+	int same = dump_user_pages(gfd, p, GUP_TEST_MAX_PAGES_TO_DUMP, during) == GUP_TEST_MAX_PAGES_TO_DUMP;
+	for (int i = 0; same && i < GUP_TEST_MAX_PAGES_TO_DUMP; i++)
+		same = during[i].refcount == before[i].refcount;
+	obs_bool("refcount_unchanged", same);
 	if (rc == 0)
 		ioctl(gfd, PIN_LONGTERM_TEST_STOP);
 	munmap(p, NPAGES * PAGE);
@@ -84,8 +64,8 @@ static void longterm(uint32_t flags)
 	close(gfd);
 }
 
-CASE(pin_longterm_read, "a long-term read pin of p2pmem is refused (EREMOTEIO)") { longterm(0); }
-CASE(pin_longterm_write, "a long-term write pin is refused by the dirty-tracking check first (EFAULT)") { longterm(1); }
+CASE(pin_longterm_read, "a long-term read pin of p2pmem is refused (EREMOTEIO) and leaves no reference behind") { longterm(0); }
+CASE(pin_longterm_write, "a long-term write pin is refused by the dirty-tracking check first (EFAULT) and leaves no reference behind") { longterm(1); }
 
 CASE(dump_user_pages, "DUMP_USER_PAGES_TEST with FOLL_PCI_P2PDMA dumps the page: refcount 2 (PTE + this GUP), mapcount 1")
 {
@@ -313,3 +293,182 @@ static void ptrace_word(int poke)
 
 CASE(ptrace_peekdata, "PTRACE_PEEKDATA of a traced child's p2pmem address fails with EIO (RAM works)") { ptrace_word(0); }
 CASE(ptrace_pokedata, "PTRACE_POKEDATA to a traced child's p2pmem address fails with EIO and writes nothing (RAM works)") { ptrace_word(1); }
+
+/* ------------------------------------------------------------------ what GUP-fast itself did (section 2, 3)
+ *
+ * get/pin_user_pages_fast() first try GUP-fast (lockless, no VMA) and hand what it could not take to the slow
+ * path with FOLL_TOUCH added (gup_fast_fallback). The two leave different marks on a page whose PTE is clean:
+ * the slow path's follow_page_pte() sets PG_dirty for a FOLL_WRITE grab (FOLL_TOUCH), GUP-fast never touches
+ * the page flags. So after a FOLL_WRITE grab of clean pages, dump_page() tells which path served each page.
+ * With CONFIG_SECRETMEM (the default profile) gup_fast_folio_allowed() refuses every P2PDMA page (order 0,
+ * mapping NULL) and the slow path serves them all; without it (profile gupfast) GUP-fast keeps them. */
+
+#define FP GUP_TEST_MAX_PAGES_TO_DUMP
+
+/* FP mapped p2pmem pages at the top of the pool (first-fit genalloc: the pages earlier cases used least), never
+ * written through this mapping (clean PTEs), whose struct pages have PG_dirty clear. PG_dirty is never cleared
+ * on a P2PDMA page once set (a dirty PTE zapped at munmap sets it), so if these pages are dirty the provider is
+ * rebound: memremap_pages() initialises fresh struct pages. */
+static char *clean_pages(int *pfd, int gfd, struct page_state *ps)
+{
+	int rebound = 0;
+	for (;;) {
+		*pfd = p2p_open();
+		size_t len = (size_t)p2p_available() & ~(PAGE - 1);
+		char *p = len >= FP * PAGE ? p2p_map(*pfd, len) : MAP_FAILED;
+		if (p != MAP_FAILED) {
+			munmap(p, len - FP * PAGE);
+			p += len - FP * PAGE;
+		} else if ((p = p2p_map(*pfd, FP * PAGE)) == MAP_FAILED) {
+			probe_fail("mmap %lu pages", FP);
+		}
+		if (dump_user_pages(gfd, p, FP, ps) != FP)
+			probe_fail("DUMP_USER_PAGES_TEST of %lu fresh p2pmem pages", FP);
+		int dirty = 0;
+		for (int i = 0; i < (int)FP; i++)
+			dirty += ps[i].dirty != 0;
+		if (!dirty || rebound) {
+			obs_bool("clean_before", !dirty);
+			obs_bool("rebound", rebound);
+			return p;
+		}
+		munmap(p, FP * PAGE);
+		close(*pfd);
+		if (p2p_unbind() < 0 || p2p_bind() < 0)
+			probe_fail("rebind %s for fresh struct pages", p2p_bdf);
+		rebound = 1;
+	}
+}
+
+/* one get/pin_user_pages_fast() call of FP clean pages with FOLL_WRITE (+ `flags`), then which path served them,
+ * and whether the put/unpin gave back exactly what the grab took */
+static void fast_path(unsigned long cmd, uint32_t flags, int report_path)
+{
+	int gfd = gup_fd(), fd;
+	struct page_state before[FP], after[FP];
+	char *p = clean_pages(&fd, gfd, before);
+	long long avail = p2p_available();
+	struct gup_test g = {.addr = (uintptr_t)p, .size = FP * PAGE, .nr_pages_per_call = FP,
+			     .gup_flags = flags | FOLL_WRITE};
+	int rc = ioctl(gfd, cmd, &g);
+	obs_errno("ioctl", rc ? errno : 0);
+	long pages = rc ? -1 : (long)(g.size / PAGE);
+	obs_int("pages", pages);
+	if (dump_user_pages(gfd, p, FP, after) != FP)
+		probe_fail("DUMP_USER_PAGES_TEST after the grab");
+	int dirtied = 0, restored = 1;
+	for (int i = 0; i < (int)FP; i++) {
+		dirtied += after[i].dirty == 1;
+		restored &= after[i].refcount == before[i].refcount && after[i].mapcount == before[i].mapcount;
+	}
+	obs_int("dirtied", dirtied);
+	if (report_path) {
+		const char *by = pages <= 0 ? "none" : dirtied == 0 ? "fast" : dirtied == pages ? "slow" : "mixed";
+		obs_str("served_by", by);
+		int secretmem = has_secretmem();
+		obs_bool("secretmem", secretmem);
+		/* the profile-independent fact: GUP-fast kept the pages exactly when the kernel lets it (no SECRETMEM) */
+		if (flags & FOLL_PCI_P2PDMA)
+			obs_bool("path_matches_config", !strcmp(by, secretmem ? "slow" : "fast"));
+	}
+	obs_int("refcount_before", before[0].refcount);
+	obs_int("refcount_after", after[0].refcount);
+	obs_bool("refcount_restored", restored);
+	obs_int("available_delta", p2p_available() - avail);
+	munmap(p, FP * PAGE);
+	close(fd);
+	close(gfd);
+}
+
+CASE(gup_fast_path_p2p, "GUP_FAST with FOLL_PCI_P2PDMA|FOLL_WRITE gets every page, from GUP-fast itself when SECRETMEM is off, and puts back every reference")
+{
+	fast_path(GUP_FAST_BENCHMARK, FOLL_PCI_P2PDMA, 1);
+}
+
+CASE(pin_fast_path_p2p, "PIN_FAST with FOLL_PCI_P2PDMA|FOLL_WRITE pins every page, from GUP-fast itself when SECRETMEM is off; unpin restores the refcounts")
+{
+	fast_path(PIN_FAST_BENCHMARK, FOLL_PCI_P2PDMA, 1);
+}
+
+CASE(gup_fast_path_plain, "GUP_FAST with FOLL_WRITE but without FOLL_PCI_P2PDMA: neither GUP-fast nor the slow path takes a page (none dirtied, refcounts unchanged)")
+{
+	fast_path(GUP_FAST_BENCHMARK, 0, 1);
+}
+
+CASE(pin_fast_path_plain, "PIN_FAST with FOLL_WRITE but without FOLL_PCI_P2PDMA: neither GUP-fast nor the slow path pins a page (none dirtied, refcounts unchanged)")
+{
+	fast_path(PIN_FAST_BENCHMARK, 0, 1);
+}
+
+CASE(pin_basic_unpin_refcount, "PIN_BASIC (slow path) with FOLL_PCI_P2PDMA|FOLL_WRITE pins every page and unpin gives the refcounts back exactly")
+{
+	fast_path(PIN_BASIC_TEST, FOLL_PCI_P2PDMA, 0); /* pin_user_pages(): no FOLL_TOUCH, so no PG_dirty mark */
+}
+
+/* ------------------------------------------------------------------ FOLL_LONGTERM with FOLL_PCI_P2PDMA (section 2, 8.10) */
+
+CASE(pin_longterm_p2p_refused, "PIN_LONGTERM_BENCHMARK with FOLL_PCI_P2PDMA is refused by is_valid_gup_args (WARN once per boot): nothing pinned, refcounts unchanged")
+{
+	int gfd = gup_fd(), fd = p2p_open();
+	char *p = p2p_map(fd, FP * PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	for (int i = 0; i < (int)FP; i++)
+		p[i * PAGE] = (char)i;
+	struct page_state before[FP], after[FP];
+	if (dump_user_pages(gfd, p, FP, before) != FP)
+		probe_fail("DUMP_USER_PAGES_TEST before the pin");
+	/* PIN_LONGTERM_BENCHMARK ORs FOLL_LONGTERM into these flags; pin_user_pages() refuses the pair up front */
+	struct gup_test g = {.addr = (uintptr_t)p, .size = FP * PAGE, .nr_pages_per_call = 1,
+			     .gup_flags = FOLL_PCI_P2PDMA};
+	int rc = ioctl(gfd, PIN_LONGTERM_BENCHMARK, &g);
+	obs_errno("ioctl", rc ? errno : 0);
+	obs_int("pages", rc ? -1 : (long long)(g.size / PAGE));
+	if (dump_user_pages(gfd, p, FP, after) != FP)
+		probe_fail("DUMP_USER_PAGES_TEST after the pin");
+	int restored = 1;
+	for (int i = 0; i < (int)FP; i++)
+		restored &= after[i].refcount == before[i].refcount;
+	obs_bool("refcount_restored", restored);
+	int data = 1;
+	for (int i = 0; i < (int)FP; i++)
+		data &= p[i * PAGE] == (char)i;
+	obs_bool("data_kept", data);
+	munmap(p, FP * PAGE);
+	close(fd);
+	close(gfd);
+}
+
+/* ------------------------------------------------------------------ read-only shared mappings (section 1.2, 2) */
+
+CASE(readonly_shared_write_pin, "a PROT_READ MAP_SHARED p2pmem mapping: a FOLL_WRITE pin gets no page (EFAULT in check_vma_flags), a read pin gets every page, refcounts unchanged")
+{
+	int gfd = gup_fd(), fd = p2p_open();
+	char *p = mmap(NULL, FP * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	obs_errno("mmap", p == MAP_FAILED ? errno : 0);
+	if (p == MAP_FAILED)
+		return;
+	struct page_state before[FP], after[FP];
+	if (dump_user_pages(gfd, p, FP, before) != FP)
+		probe_fail("DUMP_USER_PAGES_TEST before the pins");
+	struct gup_test g = {.addr = (uintptr_t)p, .size = FP * PAGE, .nr_pages_per_call = 1,
+			     .gup_flags = FOLL_PCI_P2PDMA | FOLL_WRITE};
+	int rc = ioctl(gfd, PIN_BASIC_TEST, &g);
+	obs_int("write_pin_pages", rc ? -1 : (long long)(g.size / PAGE));
+	g = (struct gup_test){.addr = (uintptr_t)p, .size = FP * PAGE, .nr_pages_per_call = 1,
+			      .gup_flags = FOLL_PCI_P2PDMA};
+	rc = ioctl(gfd, PIN_BASIC_TEST, &g);
+	obs_int("read_pin_pages", rc ? -1 : (long long)(g.size / PAGE));
+	if (dump_user_pages(gfd, p, FP, after) != FP)
+		probe_fail("DUMP_USER_PAGES_TEST after the pins");
+	int restored = 1, dirtied = 0;
+	for (int i = 0; i < (int)FP; i++) {
+		restored &= after[i].refcount == before[i].refcount;
+		dirtied += after[i].dirty == 1 && before[i].dirty == 0;
+	}
+	obs_bool("refcount_restored", restored);
+	obs_int("newly_dirty", dirtied);
+	munmap(p, FP * PAGE);
+	close(fd);
+	close(gfd);
+}

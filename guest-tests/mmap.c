@@ -1,6 +1,7 @@
 /* mmap of /sys/bus/pci/devices/<bdf>/p2pmem/allocate (docs/behaviour.md section 1.2). */
 #define AREA "mmap"
 #include "lib/probe.h"
+#include "lib/gup_test.h"
 
 CASE(shared_1m, "MAP_SHARED 1 MiB: available drops by the mapped size and comes back after munmap")
 {
@@ -21,8 +22,11 @@ CASE(shared_1m, "MAP_SHARED 1 MiB: available drops by the mapped size and comes 
 CASE(private, "MAP_PRIVATE is refused")
 {
 	int fd = p2p_open();
+	long long avail = p2p_available();
 	void *p = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
 	obs_errno("mmap", p == MAP_FAILED ? errno : 0);
+	/* refused before anything is taken from the pool */
+	obs_int("available_delta", p2p_available() - avail);
 	if (p != MAP_FAILED)
 		munmap(p, PAGE);
 	close(fd);
@@ -31,8 +35,11 @@ CASE(private, "MAP_PRIVATE is refused")
 CASE(nonzero_offset, "a non-zero file offset is refused")
 {
 	int fd = p2p_open();
+	long long avail = p2p_available();
 	void *p = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, PAGE);
 	obs_errno("mmap", p == MAP_FAILED ? errno : 0);
+	/* refused before anything is taken from the pool */
+	obs_int("available_delta", p2p_available() - avail);
 	if (p != MAP_FAILED)
 		munmap(p, PAGE);
 	close(fd);
@@ -58,14 +65,17 @@ CASE(over_available, "asking for more than available fails at mmap time")
 CASE(one_page, "the smallest mapping, one page, works and holds data")
 {
 	int fd = p2p_open();
+	long long avail = p2p_available();
 	volatile char *p = p2p_map(fd, PAGE);
 	obs_errno("mmap", p == MAP_FAILED ? errno : 0);
 	if (p == MAP_FAILED)
 		return;
+	obs_int("available_drop", avail - p2p_available());
 	int sig = touch(p, 1, 0x5a);
 	obs_str("write", signame(sig));
 	obs_bool("readback_ok", sig == 0 && p[0] == 0x5a);
 	munmap((void *)p, PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail);
 	close(fd);
 }
 
@@ -126,10 +136,12 @@ CASE(fragmented_pool, "a pool fragmented by freeing every other page refuses a 2
 CASE(fork_shared, "a forked child's write is seen by the parent (the pages are shared, not copied)")
 {
 	int fd = p2p_open();
+	long long avail0 = p2p_available();
 	volatile char *p = p2p_map(fd, PAGE);
 	if (p == MAP_FAILED)
 		probe_fail("mmap");
 	p[0] = 'P';
+	long long avail = p2p_available();
 	pid_t pid = fork();
 	if (pid == 0) {
 		p[0] = 'C';
@@ -139,7 +151,10 @@ CASE(fork_shared, "a forked child's write is seen by the parent (the pages are s
 	waitpid(pid, &st, 0);
 	obs_bool("child_exited_ok", WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	obs_bool("parent_sees_child_write", p[0] == 'C');
+	/* the child's exit drops its PTE's reference only: the parent still maps the page */
+	obs_int("available_delta_after_child_exit", p2p_available() - avail);
 	munmap((void *)p, PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail0);
 	close(fd);
 }
 
@@ -366,4 +381,72 @@ CASE(map_locked, "mmap with MAP_LOCKED succeeds, but the VMA is not locked (VM_M
 		obs_bool("vmflags_mm", strstr(flags, " mm ") != NULL); /* the smaps entry was found */
 		obs_bool("vmflags_lo", strstr(flags, " lo ") != NULL);
 	}
+}
+
+CASE(readonly_shared, "a PROT_READ MAP_SHARED mapping works: pages taken from the pool, readable, a write is SIGSEGV, munmap gives them back")
+{
+	int fd = p2p_open();
+	long long avail = p2p_available();
+	char *p = mmap(NULL, 4 * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	obs_errno("mmap", p == MAP_FAILED ? errno : 0);
+	if (p == MAP_FAILED) {
+		close(fd);
+		return;
+	}
+	obs_int("available_drop", avail - p2p_available());
+	obs_str("read", signame(touch(p, 0, 0) ?: touch(p + 3 * PAGE, 0, 0)));
+	obs_str("write", signame(touch(p + PAGE, 1, 1)));
+	char flags[256];
+	vmflags_of(p, flags, sizeof(flags));
+	obs_bool("vmflags_wr", strstr(flags, " wr ") != NULL);
+	obs_bool("vmflags_sh", strstr(flags, " sh ") != NULL);
+	munmap(p, 4 * PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail);
+	close(fd);
+}
+
+CASE(fork_refcount, "fork shares the p2pmem page: refcount and mapcount (dump_page) rise by one while the child lives and come back when it exits; nothing returns to the pool")
+{
+	int gfd = gup_fd(), fd = p2p_open();
+	volatile char *p = p2p_map(fd, PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap");
+	p[0] = 'P';
+	struct page_state before, during, after;
+	if (dump_user_pages(gfd, (void *)p, 1, &before) != 1)
+		probe_fail("DUMP_USER_PAGES_TEST before fork");
+	long long avail = p2p_available();
+	int go[2], ready[2];
+	if (pipe(go) || pipe(ready))
+		probe_fail("pipe");
+	pid_t pid = fork();
+	if (pid == 0) {
+		char c;
+		p[0] = 'C';
+		if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(1);
+		_exit(0);
+	}
+	char c;
+	if (read(ready[0], &c, 1) != 1)
+		probe_fail("the child did not start");
+	int ok = dump_user_pages(gfd, (void *)p, 1, &during) == 1;
+	if (write(go[1], "g", 1) != 1)
+		probe_fail("pipe");
+	int st;
+	waitpid(pid, &st, 0);
+	ok &= dump_user_pages(gfd, (void *)p, 1, &after) == 1;
+	if (!ok)
+		probe_fail("DUMP_USER_PAGES_TEST around the child");
+	obs_int("refcount_before", before.refcount);
+	obs_int("mapcount_before", before.mapcount);
+	obs_int("refcount_delta_child_alive", during.refcount - before.refcount);
+	obs_int("mapcount_delta_child_alive", during.mapcount - before.mapcount);
+	obs_int("refcount_delta_child_gone", after.refcount - before.refcount);
+	obs_int("mapcount_delta_child_gone", after.mapcount - before.mapcount);
+	obs_bool("parent_sees_child_write", p[0] == 'C');
+	obs_int("available_delta", p2p_available() - avail);
+	munmap((void *)p, PAGE);
+	close(fd);
+	close(gfd);
 }

@@ -1,6 +1,7 @@
 /* O_DIRECT I/O with a p2pmem buffer (docs/behaviour.md sections 2 and 4). */
 #define AREA "odirect"
 #include "lib/probe.h"
+#include "lib/gup_test.h"
 #include <sys/syscall.h>
 #include <linux/aio_abi.h>
 #include <linux/io_uring.h>
@@ -30,9 +31,10 @@ static unsigned char *map_buf(int *pfd, size_t len)
 	return p;
 }
 
-CASE(nvme_roundtrip, "O_DIRECT write from p2pmem to the NVMe namespace and read back into p2pmem, data intact")
+CASE(nvme_roundtrip, "O_DIRECT write from p2pmem to the NVMe namespace and read back into p2pmem, data intact, pool restored after munmap")
 {
 	int pfd, fd = open_ns(O_RDWR);
+	long long avail = p2p_available();
 	unsigned char *buf = map_buf(&pfd, 2 * IO_LEN);
 	unsigned char *out = buf, *in = buf + IO_LEN;
 	srand(getpid());
@@ -47,6 +49,8 @@ CASE(nvme_roundtrip, "O_DIRECT write from p2pmem to the NVMe namespace and read 
 	obs_int("read_bytes", r);
 	obs_bool("data_match", w == IO_LEN && r == IO_LEN && hash_bytes(out, IO_LEN) == hash_bytes(in, IO_LEN));
 	munmap(buf, 2 * IO_LEN);
+	/* the I/O's pins are gone once the syscalls returned: every page goes back to the pool at munmap */
+	obs_int("available_restored_delta", p2p_available() - avail);
 	close(pfd);
 	close(fd);
 }
@@ -68,15 +72,20 @@ CASE(ram_to_nvme_to_p2pmem, "data written from RAM by O_DIRECT reads back into p
 	free(ram);
 }
 
-CASE(virtio_blk_read, "O_DIRECT read from the virtio-blk disk (no P2PDMA support) into p2pmem is refused")
+CASE(virtio_blk_read, "O_DIRECT read from the virtio-blk disk (no P2PDMA support) into p2pmem is refused, the buffer untouched")
 {
 	int pfd;
 	unsigned char *buf = map_buf(&pfd, IO_LEN);
 	int fd = open("/dev/vda", O_RDONLY | O_DIRECT);
 	if (fd < 0)
 		probe_fail("open /dev/vda");
+	for (size_t i = 0; i < IO_LEN; i += 8)
+		*(volatile uint64_t *)(buf + i) = 0xa5a5a5a5a5a5a5a5ULL ^ i;
+	uint64_t h = hash_bytes(buf, IO_LEN);
 	ssize_t r = pread(fd, buf, IO_LEN, 0);
 	obs_errno("read", r < 0 ? errno : 0);
+	/* refused in GUP, before any DMA: the buffer keeps its bytes */
+	obs_bool("buffer_unchanged", hash_bytes(buf, IO_LEN) == h);
 	munmap(buf, IO_LEN);
 	close(pfd);
 	close(fd);
@@ -96,28 +105,43 @@ CASE(null_blk_write, "O_DIRECT write from p2pmem to null_blk (no P2PDMA support)
 	close(fd);
 }
 
-CASE(misaligned, "O_DIRECT with a buffer that is not block aligned gives EINVAL")
+CASE(misaligned, "O_DIRECT with a buffer that is not block aligned gives EINVAL, the buffer untouched")
 {
 	int pfd, fd = open_ns(O_RDONLY);
 	unsigned char *buf = map_buf(&pfd, 2 * IO_LEN);
+	for (size_t i = 0; i < 2 * IO_LEN; i += 8)
+		*(volatile uint64_t *)(buf + i) = 0x5a5a5a5a5a5a5a5aULL ^ i;
+	uint64_t h = hash_bytes(buf, 2 * IO_LEN);
 	ssize_t r = pread(fd, buf + 1, IO_LEN, 0);
 	obs_errno("read", r < 0 ? errno : 0);
+	obs_bool("buffer_unchanged", hash_bytes(buf, 2 * IO_LEN) == h);
 	munmap(buf, 2 * IO_LEN);
 	close(pfd);
 	close(fd);
 }
 
-CASE(buffered_write_from_p2pmem, "a buffered write() from a p2pmem buffer works (CPU copy)")
+CASE(buffered_write_from_p2pmem, "a buffered write() from a p2pmem buffer works (CPU copy): the file holds the buffer's bytes")
 {
 	int pfd;
 	unsigned char *buf = map_buf(&pfd, PAGE);
-	memset(buf, 'x', PAGE);
-	int fd = open("/tmp/rig-buffered", O_CREAT | O_TRUNC | O_WRONLY, 0600);
+	unsigned char ref[PAGE], back[PAGE];
+	for (size_t i = 0; i < PAGE; i++)
+		ref[i] = (unsigned char)(i * 13 + 5);
+	for (size_t i = 0; i < PAGE; i += 8)
+		*(volatile uint64_t *)(buf + i) = *(uint64_t *)(ref + i);
+	const char *path = "/tmp/rig-buffered";
+	int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
 	ssize_t w = write(fd, buf, PAGE);
 	obs_errno("write", w < 0 ? errno : 0);
 	obs_int("written", w);
 	close(fd);
-	unlink("/tmp/rig-buffered");
+	/* read the file back into RAM: what the write took from p2pmem, not just how much */
+	fd = open(path, O_RDONLY);
+	ssize_t r = fd < 0 ? -1 : read(fd, back, PAGE);
+	obs_bool("file_matches_buffer", w == (ssize_t)PAGE && r == (ssize_t)PAGE && !memcmp(back, ref, PAGE));
+	if (fd >= 0)
+		close(fd);
+	unlink(path);
 	munmap(buf, PAGE);
 	close(pfd);
 }
@@ -410,4 +434,44 @@ CASE(xfs_file, "O_DIRECT write and read of a file on xfs on the NVMe namespace w
 	/* the namespace (256 MiB) is under mkfs.xfs's 300 MB floor; these three variables are xfsprogs' documented
 	 * fstests escape hatch for small test filesystems */
 	fs_roundtrip("xfs", "TEST_DIR=1 TEST_DEV=1 QA_CHECK_FS=1 mkfs.xfs -q -f");
+}
+
+/* ------------------------------------------------------------------ page state after O_DIRECT (section 1.3, 4) */
+
+CASE(dio_refcount_restored, "after O_DIRECT write from and read into p2pmem, every page's refcount is back to its value before the I/O and munmap returns every page to the pool")
+{
+	int gfd = gup_fd(), pfd, fd = open_ns(O_RDWR);
+	const off_t off = 7 << 20;
+	long long avail = p2p_available();
+	const int n = GUP_TEST_MAX_PAGES_TO_DUMP;
+	unsigned char *ram = pattern(n * PAGE, 5);
+	unsigned char *buf = map_buf(&pfd, 2 * n * PAGE), *out = buf, *in = buf + n * PAGE;
+	p2p_copy(out, ram, n * PAGE);
+	p2p_zero(in, n * PAGE);
+	struct page_state before[2][GUP_TEST_MAX_PAGES_TO_DUMP], after[2][GUP_TEST_MAX_PAGES_TO_DUMP];
+	if (dump_user_pages(gfd, out, n, before[0]) != n || dump_user_pages(gfd, in, n, before[1]) != n)
+		probe_fail("DUMP_USER_PAGES_TEST before the I/O");
+	ssize_t w = pwrite(fd, out, n * PAGE, off);
+	ssize_t r = pread(fd, in, n * PAGE, off);
+	obs_errno("write", w < 0 ? errno : 0);
+	obs_errno("read", r < 0 ? errno : 0);
+	obs_bool("data_match", w == n * (ssize_t)PAGE && r == n * (ssize_t)PAGE &&
+				       hash_bytes(in, n * PAGE) == hash_bytes(ram, n * PAGE));
+	if (dump_user_pages(gfd, out, n, after[0]) != n || dump_user_pages(gfd, in, n, after[1]) != n)
+		probe_fail("DUMP_USER_PAGES_TEST after the I/O");
+	int restored = 1;
+	for (int b = 0; b < 2; b++)
+		for (int i = 0; i < n; i++)
+			restored &= after[b][i].refcount == before[b][i].refcount &&
+				    after[b][i].mapcount == before[b][i].mapcount;
+	obs_int("refcount_before", before[0][0].refcount);
+	obs_int("source_refcount_after", after[0][0].refcount);
+	obs_int("dest_refcount_after", after[1][0].refcount);
+	obs_bool("refcount_restored", restored);
+	munmap(buf, 2 * n * PAGE);
+	obs_int("available_restored_delta", p2p_available() - avail);
+	close(pfd);
+	close(fd);
+	close(gfd);
+	free(ram);
 }

@@ -88,10 +88,33 @@ CASE(open_after_unbind, "opening allocate after unbind fails with ENOENT")
 	rebind_and_report(avail);
 }
 
-CASE(rebind_cycles, "five unbind/bind cycles: the pool comes back with the same available every time")
+/* after a rebind: a fresh mapping of the new pool takes pages, holds data, and gives them back; 0 if all of it held */
+static int mapping_works(int cycle)
+{
+	int fd = p2p_open();
+	long long avail = p2p_available();
+	volatile uint64_t *p = p2p_map(fd, 4 * PAGE);
+	if (p == MAP_FAILED) {
+		close(fd);
+		return 1;
+	}
+	int bad = avail - p2p_available() != 4 * (long long)PAGE;
+	for (int i = 0; i < 4; i++)
+		bad |= touch((volatile char *)p + i * PAGE, 1, 1) != 0;
+	for (size_t i = 0; !bad && i < 4 * PAGE / 8; i++)
+		p[i] = 0x9e3779b97f4a7c15ULL * (i + 1) + cycle;
+	for (size_t i = 0; !bad && i < 4 * PAGE / 8; i++)
+		bad |= p[i] != 0x9e3779b97f4a7c15ULL * (i + 1) + cycle;
+	munmap((void *)p, 4 * PAGE);
+	bad |= p2p_available() != avail;
+	close(fd);
+	return bad;
+}
+
+CASE(rebind_cycles, "five unbind/bind cycles: the pool comes back with the same available every time, and a fresh mapping of it maps, holds data and returns its pages")
 {
 	long long avail = p2p_available();
-	int bad = 0, failed = 0;
+	int bad = 0, failed = 0, broken = 0;
 	for (int i = 0; i < 5; i++) {
 		if (p2p_unbind() < 0 || p2p_bind() < 0) {
 			failed++;
@@ -99,7 +122,9 @@ CASE(rebind_cycles, "five unbind/bind cycles: the pool comes back with the same 
 		}
 		if (p2p_available() != avail)
 			bad++;
+		broken += mapping_works(i);
 	}
 	obs_int("cycles_failed", failed);
 	obs_int("cycles_with_other_available", bad);
+	obs_int("cycles_with_broken_mapping", broken);
 }
