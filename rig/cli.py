@@ -61,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--print-path", action="store_true", help="print only the bzImage path (for scripts)")
     k.add_argument("--print-key", action="store_true",
                    help="print the build's cache key without building (CI cache keys)")
+    k.add_argument("--available", action="store_true",
+                   help="list the kernel versions debian:<version> can get (Debian's archive and the host)")
     k.add_argument("--menuconfig", action="store_true",
                    help="open the tree's menuconfig on the rig's build directory")
 
@@ -176,6 +178,11 @@ def _host_facts() -> dict:
 
 def cmd_kernel(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    if args.available:
+        from rig import debian
+
+        print(debian.available_report(cfg.cache_path, note=lambda m: print(m, file=sys.stderr)))
+        return 0
     spec = kernel_spec(cfg)
     if args.print_key:
         from rig.kernel import build_key
