@@ -295,16 +295,34 @@ class Fetched:
     deb_sha256: str = ""
 
 
-def fetch(spec: str, cache_root: Path, note=print) -> Fetched:
-    """The package for `debian:<spec>`, downloaded and unpacked once into the cache (atomically)."""
+def resolve(spec: str, cache_root: Path, note=print) -> Candidate:
+    """Which package version `debian:<spec>` means (reads the package lists; downloads nothing)."""
     package = package_for(spec)
-    archive = Archive(cache_root, note=note)
-    cands = archive.candidates()
+    # an exact version already fetched needs no look-up (offline rebuilds of what the cache holds)
+    for entry in sorted((cache_root / "debian").glob(f"{package}_*")) if (cache_root / "debian").is_dir() else []:
+        try:
+            meta = json.loads((entry / "package.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("version") == spec:
+            return Candidate(meta["package"], meta["version"], meta["suite"])
+    cands = Archive(cache_root, note=note).candidates()
     cand = choose(spec, cands)
     if cand is None:
         raise BuildError(f"debian:{spec}: Debian's archive ({', '.join(SUITES)}) has no {package} of that version. "
                          f"It has:\n{format_available(cands)}")
-    entry = CacheEntry(cache_root, "debian", re.sub(r"[^A-Za-z0-9._+~-]", "_", f"{cand.package}_{cand.version}"))
+    return cand
+
+
+def entry_for(cand: Candidate, cache_root: Path) -> CacheEntry:
+    return CacheEntry(cache_root, "debian", re.sub(r"[^A-Za-z0-9._+~-]", "_", f"{cand.package}_{cand.version}"))
+
+
+def fetch(spec: str, cache_root: Path, note=print, cand: Candidate | None = None) -> Fetched:
+    """The package for `debian:<spec>`, downloaded and unpacked once into the cache (atomically)."""
+    cand = cand or resolve(spec, cache_root, note)
+    archive = Archive(cache_root, note=note)
+    entry = entry_for(cand, cache_root)
     with entry.lock():
         if not entry.exists():
             note(f"downloading {cand.package} {cand.version} ({cand.suite})")

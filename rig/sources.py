@@ -43,6 +43,15 @@ class KernelSource:
         d = {"kind": self.kind, "id": self.ident, "path": str(self.path), "version": self.version}
         if self.debian:
             d["debian"] = dict(self.debian)
+            meta = self.path.parent / "package.json"
+            if self.debian.get("suite") != "installed on the host" and meta.exists():
+                # fetched after this source was resolved: what was downloaded, and Debian's changelog entry
+                try:
+                    m = json.loads(meta.read_text())
+                    d["debian"].update(deb=m.get("deb", ""), deb_sha256=m.get("deb_sha256", ""))
+                    d["debian"]["changelog_head"] = (self.path.parent / "changelog-head.txt").read_text().strip()
+                except (OSError, ValueError):
+                    pass
         if self.kind == "tree":
             d.update(git_sha=self.git_sha, dirty=self.dirty)
         return d
@@ -150,12 +159,18 @@ def _debian_source(spec: str, cache_root: Path | None, note) -> KernelSource:
                                     **_DEBIAN_NOTE})
     if cache_root is None:
         raise BuildError(f"kernel source package {package} is not installed ({tarball} missing)")
-    got = debian.fetch(spec, cache_root, note)
-    c = got.candidate
-    return KernelSource("debian", _safe(f"debian-{c.package}_{c.version}"), got.tarball, c.version,
-                        debian={"package": c.package, "version": c.version, "suite": c.suite,
-                                "mirror": debian.MIRROR, "deb_sha256": got.deb_sha256,
-                                "changelog_head": got.changelog_head, **_DEBIAN_NOTE})
+    # which version only: the download waits until a build needs the tree (`rig kernel --print-key` is cheap)
+    c = debian.resolve(spec, cache_root, note)
+    entry = debian.entry_for(c, cache_root)
+    info = {"package": c.package, "version": c.version, "suite": c.suite, "mirror": debian.MIRROR, **_DEBIAN_NOTE}
+    try:
+        meta = json.loads((entry.path / "package.json").read_text())
+        info.update(deb=meta.get("deb", ""), deb_sha256=meta.get("deb_sha256", ""))
+        info["changelog_head"] = (entry.path / "changelog-head.txt").read_text().strip()
+    except (OSError, ValueError):
+        pass
+    return KernelSource("debian", _safe(f"debian-{c.package}_{c.version}"), entry.path / f"{c.package}.tar.xz",
+                        c.version, debian=info)
 
 
 _DEBIAN_NOTE = {
@@ -222,6 +237,13 @@ def _pristine(source: KernelSource, cache_root: Path, note) -> Path:
     if source.kind == "tree":
         return source.path
     entry = CacheEntry(cache_root, "src", source.ident)
+    if source.kind == "debian" and not entry.exists() and not source.path.exists():
+        # a package from Debian's archive, not downloaded yet
+        from rig import debian
+
+        info = source.debian or {}
+        debian.fetch(info.get("version", source.version), cache_root, note,
+                     debian.Candidate(info.get("package", ""), source.version, info.get("suite", "")))
     with entry.lock():
         if not entry.exists():
             note(f"extracting {source.path}")
