@@ -228,8 +228,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         e = exps[cid]
         flag = ""
         if e.known_issue:
-            flag += f"  [known issue: {e.known_issue.id}"
-            flag += f", {e.known_issue.status(args.kernel)}]" if args.kernel else f", seen in {', '.join(e.known_issue.seen_in)}]"
+            flag += (f"  [{e.known_issue.status(args.kernel)}: {e.known_issue.id}]" if args.kernel
+                     else f"  [known issue: {e.known_issue.id}, seen in {', '.join(e.known_issue.seen_in)}]")
         if e.inactive_issue:
             flag += f"  [known issue {e.inactive_issue.id}: {e.inactive_issue.status(args.kernel)}]"
         if e.override:

@@ -327,7 +327,7 @@ def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged"
         off_signature = compare(issue.signature, observed)
         if not off_signature:
             return Judgement(Verdict.XFAIL, expected, mismatches,
-                             f"known issue {issue.id}, {issue.status(exp.kernel_release)}: {issue.reason}")
+                             f"{issue.status(exp.kernel_release)} [{issue.id}]: {issue.reason}")
         # neither correct nor the known bug: a new wrong behaviour
         return Judgement(Verdict.FAIL, expected, mismatches + [f"not the known issue {issue.id} either: " + m
                                                              for m in off_signature],

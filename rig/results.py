@@ -178,7 +178,7 @@ def summary_table(results: list[CaseResult]) -> str:
     # known issues (still present, or fixed in this kernel) and expectations chosen for this kernel's version
     for r in results:
         if r.verdict == "xfail" or (r.verdict == "pass" and r.reason):
-            lines.append(f"  {r.verdict.upper():5s} {r.id}: {r.reason.split(': ', 1)[0] if r.verdict == 'xfail' else r.reason}"[:240])
+            lines.append(f"  {r.verdict.upper():5s} {r.id}: {r.reason.split(']: ', 1)[0] + ']' if r.verdict == 'xfail' and ']: ' in r.reason else r.reason}"[:240])
     return "\n".join(lines)
 
 
