@@ -433,6 +433,15 @@ def load_build(path: Path) -> KernelBuild:
                 manifest["kernelrelease"] = bzimage_release(f.read(0x8000))
         except OSError:
             manifest["kernelrelease"] = ""
+    src = manifest.get("source") or {}
+    deb = src.get("debian")
+    if isinstance(deb, dict) and not deb.get("deb_sha256"):
+        # a package fetched by an older rig: what its cache entry says about the download
+        try:
+            meta = json.loads((Path(src["path"]).parent / "package.json").read_text())
+            deb.update(deb=meta.get("deb", ""), deb_sha256=meta.get("deb_sha256", ""))
+        except (OSError, ValueError, KeyError):
+            pass
     return KernelBuild(
         key=manifest["key"], path=path, bzimage=path / "bzImage", vmlinux=path / "vmlinux",
         headers=path / "include", config=path / "config", manifest=manifest,
