@@ -172,3 +172,24 @@ def test_failed_download_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(BuildError, match="404"):
         debian.fetch("7.3", tmp_path, note=lambda m: None)
     assert [p.name for p in (tmp_path / "debian").iterdir() if not p.name.startswith(".")] == []
+
+
+def test_truncated_download_leaves_no_entry(tmp_path, monkeypatch):
+    """fetch() end to end with the download replaced by a truncated .deb: exit-2 error, no cache entry."""
+    monkeypatch.setattr(debian.Archive, "candidates", lambda self: parse_madison(MADISON))
+    work = tmp_path / "work"
+    work.mkdir()
+    deb = _deb(work, "linux-source-7.3", {"usr/src/linux-source-7.3.tar.xz": _xz(work, bytes(range(256)) * 4000)})
+    data = deb.read_bytes()
+
+    def truncated(self, cand, dest):
+        out = dest / "linux-source-7.3_7.3.4-1~bpo13+1_all.deb"
+        out.write_bytes(data[: len(data) * 2 // 3])
+        return out
+
+    monkeypatch.setattr(debian.Archive, "download", truncated)
+    cache = tmp_path / "cache"
+    with pytest.raises(BuildError) as e:
+        debian.fetch("7.3", cache, note=lambda m: None)
+    assert e.value.exit_code == 2
+    assert [p.name for p in (cache / "debian").iterdir() if not p.name.startswith(".")] == []
