@@ -233,7 +233,14 @@ class Archive:
             stamp.touch()
 
     def candidates(self) -> list[Candidate]:
-        self.update()
+        try:
+            self.update()
+        except BuildError as e:
+            if not (self.root / "updated").exists():
+                raise
+            # the archive is unreachable but lists from an earlier look-up exist: use them, and say so
+            self.note(f"warning: {str(e).splitlines()[0]}; using the package lists of "
+                      f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime((self.root / 'updated').stat().st_mtime))} UTC")
         with self._lock():
             names = self._apt("apt-cache", "pkgnames", "linux-source-").stdout.split()
             names = sorted(n for n in names if re.fullmatch(r"linux-source-\d+\.\d+", n))

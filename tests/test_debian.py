@@ -193,3 +193,18 @@ def test_truncated_download_leaves_no_entry(tmp_path, monkeypatch):
         debian.fetch("7.3", cache, note=lambda m: None)
     assert e.value.exit_code == 2
     assert [p.name for p in (cache / "debian").iterdir() if not p.name.startswith(".")] == []
+
+
+def test_unreachable_mirror_with_earlier_lists_uses_them(tmp_path, monkeypatch):
+    archive = debian.Archive(tmp_path, mirror="http://127.0.0.1:9/debian", note=lambda m: notes.append(m))
+    notes: list[str] = []
+    (tmp_path / "debian-apt").mkdir()
+    (tmp_path / "debian-apt" / "updated").touch()
+    import os
+    os.utime(tmp_path / "debian-apt" / "updated", (0, 0))  # stale: update() tries the mirror and fails
+    monkeypatch.setattr(debian.Archive, "_apt", lambda self, tool, *a, **k: subprocess.CompletedProcess(
+        [tool], 1 if a[-1] == "update" else 0, stdout=MADISON if "madison" in a else "linux-source-7.3\n",
+        stderr="E: Failed to fetch"))
+    cands = archive.candidates()
+    assert Candidate("linux-source-7.3", "7.3.4-1~bpo13+1", "trixie-backports") in cands
+    assert any("using the package lists of 1970-01-01" in n for n in notes)
