@@ -238,3 +238,16 @@ def test_bad_overrides_rejected(tmp_path):
         p.write_text(base + body)
         with pytest.raises(ConfigError, match=msg):
             load_expectations(p)
+
+
+def test_rig_list_kernel_shows_what_applies(capsys):
+    from rig.cli import main
+
+    assert main(["list", "--kernel", "7.3", "-k", "preadv_ram_then_p2pmem", "-k", "rootbus_intel"]) == 0
+    out = capsys.readouterr().out
+    assert '"read": "OK", "read_bytes": 8192' in out and "since 6.17:" in out
+    assert "known issue, still present in 7.3" in out and "p2p-unreachable-einval" in out
+    assert main(["list", "--kernel", "6.12.117", "-k", "preadv_ram_then_p2pmem", "-k", "rootbus_intel"]) == 0
+    out = capsys.readouterr().out
+    assert '{"read": "EIO"}' in out and "not in 6.12.117: the bug came with 6.17" in out
+    assert main(["list", "--kernel", "banana"]) == 2
