@@ -17,7 +17,7 @@ from rig import __version__, cli_report
 from rig.config import RigConfig, load_config
 from rig.behaviour_doc import link as doc_link, section_numbers
 from rig.errors import EXIT_HARNESS, RigError
-from rig.expectations import load_expectations, select_cases
+from rig.expectations import for_kernel, load_expectations, select_cases
 from rig.image import build_image, ensure_ssh_key, image_spec
 from rig.kernel import build_kernel, kernel_spec
 from rig.race import SCENARIOS as RACE_SCENARIOS
@@ -67,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--print-path", action="store_true", help="print only the bzImage path (for scripts)")
     k.add_argument("--print-key", action="store_true",
                    help="print the build's cache key without building (CI cache keys)")
+    k.add_argument("--available", action="store_true",
+                   help="list the kernel versions debian:<version> can get (Debian's archive and the host)")
     k.add_argument("--menuconfig", action="store_true",
                    help="open the tree's menuconfig on the rig's build directory")
 
@@ -120,6 +122,8 @@ def parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list the probe cases with their expectations")
     ls.add_argument("-k", action="append", default=[], metavar="PATTERN", dest="select")
+    ls.add_argument("--kernel", metavar="VERSION",
+                    help="show the expectations that apply to this kernel version (e.g. 7.3, 6.12.117)")
     return ap
 
 
@@ -257,6 +261,11 @@ def _host_facts() -> dict:
 
 def cmd_kernel(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    if args.available:
+        from rig import debian
+
+        print(debian.available_report(cfg.cache_path, note=lambda m: print(m, file=sys.stderr)))
+        return 0
     spec = kernel_spec(cfg)
     if args.print_key:
         from rig.kernel import build_key
@@ -287,11 +296,30 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from rig.expectations import kernel_version
+
     exps = load_expectations()
+    if args.kernel:
+        try:
+            kernel_version(args.kernel)
+        except ValueError as e:
+            raise RigError(f"--kernel: {e} (expected e.g. 7.3 or 6.12.117)")
+        exps = for_kernel(exps, args.kernel)
+        print(f"expectations for Linux {args.kernel} (what `rig run` applies to a kernel whose make kernelrelease "
+              "is this version):")
     ids = select_cases(exps, args.select) if args.select else list(exps)
     for cid in ids:
         e = exps[cid]
-        flag = f"  [known issue: {e.known_issue.id}]" if e.known_issue else ""
+        flag = ""
+        if e.known_issue:
+            flag += (f"  [{e.known_issue.status(args.kernel)}: {e.known_issue.id}]" if args.kernel
+                     else f"  [known issue: {e.known_issue.id}, seen in {', '.join(e.known_issue.seen_in)}]")
+        if e.inactive_issue:
+            flag += f"  [known issue {e.inactive_issue.id}: {e.inactive_issue.status(args.kernel)}]"
+        if e.override:
+            flag += f"  [since {e.override.since}: {e.override.commit}]"
+        elif e.overrides and not args.kernel:
+            flag += "".join(f"  [from {o.since}: {json.dumps(o.expect)}]" for o in e.overrides)
         flag += f"  [topology: {e.topology}]" if e.topology != "default" else ""
         flag += f"  [allows splats: {', '.join(e.allow_splats)}]" if e.allow_splats else ""
         flag += "  [manual: only with -k <exact id>]" if e.manual else ""
@@ -346,6 +374,15 @@ def _run_cases_in(cfg, kernel, image, key, run_dir, case_ids, expectations, argv
     return data, suite.results, suite.boots
 
 
+def _for_built_kernel(expectations, kernel):
+    """The expectations for the kernel that was built: its manifest's `make kernelrelease`, never a flag."""
+    release = kernel.manifest.get("kernelrelease", "")
+    if not release:
+        print("rig: warning: the kernel's release is unknown; version-keyed expectations are not applied",
+              file=sys.stderr)
+    return for_kernel(expectations, release)
+
+
 def _selected(cfg: RigConfig, expectations) -> list[str]:
     case_ids = select_cases(expectations, cfg.probes.select)
     if not case_ids:
@@ -363,6 +400,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = kernel_spec(cfg)
     run_dir = _new_run_dir(cfg, args.out)
     kernel = build_kernel(spec, Progress("kernel"))
+    expectations = _for_built_kernel(expectations, kernel)
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
     _link_latest(cfg, run_dir, "latest")
@@ -420,7 +458,8 @@ def cmd_series(args: argparse.Namespace) -> int:
             break
         step_dir = walk_dir / f"step-{i:02d}"
         step_dir.mkdir()
-        data, results, _boots = _run_cases(cfg, kernel, image, key, step_dir, case_ids, expectations,
+        data, results, _boots = _run_cases(cfg, kernel, image, key, step_dir, case_ids,
+                                           _for_built_kernel(expectations, kernel),
                                            ["rig", "series"] + args.series_file, keep_disks=args.keep_disks)
         steps.append({"step": i, "label": label, "kernel": kernel.key, "exit_code": data["exit_code"],
                       "verdicts": {r.id: r.verdict for r in results}})

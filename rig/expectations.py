@@ -1,6 +1,7 @@
 """guest-tests/expectations.yaml -> expectations and known issues -> a verdict for an observation. Pure."""
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from dataclasses import dataclass, field
@@ -21,6 +22,20 @@ CASE_KEYS = {"section", "expect", "expect_v3", "dmesg", "topology", "host_action
              "allow_dmesg"}
 
 
+KNOWN_ISSUE_KEYS = {"id", "cases", "section", "signature", "reason", "seen_in", "since", "since_change",
+                    "fixed_in", "fix_commit", "allow_dmesg"}
+OVERRIDE_KEYS = {"case", "since", "commit", "reason", "expect", "dmesg", "allow_dmesg"}
+
+
+def kernel_version(text: str) -> tuple[int, int, int]:
+    """`7.3.4`, `6.12.117`, `7.3.0-rc7`, `7.3~rc7`, `7.3` -> (7, 3, 4) ... A release candidate counts as its
+    release: a change merged for 7.0 is in 7.0-rc1. ValueError when it is not a kernel version."""
+    m = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a kernel version")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
 @dataclass(frozen=True)
 class KnownIssue:
     id: str
@@ -29,6 +44,48 @@ class KnownIssue:
     section: str
     # what the buggy kernel shows (same form as `expect`): XFAIL only when the observation matches it
     signature: dict = field(default_factory=dict)
+    # kernel releases (make kernelrelease) in which the rig observed it
+    seen_in: tuple[str, ...] = ()
+    # the first kernel version that has the bug ("" = every version the rig judges) and the change that
+    # brought it; the issue applies from `since` up to (not including) `fixed_in`
+    since: str = ""
+    since_change: str = ""
+    # the upstream version and commit that fix it, when there is one
+    fixed_in: str = ""
+    fix_commit: str = ""
+    # kernel messages (warning level or worse) the buggy kernel logs with it
+    allow_dmesg: tuple[str, ...] = ()
+
+    def applies_to(self, release: str) -> bool:
+        if not release:
+            return not self.since
+        v = kernel_version(release)
+        if self.since and v < kernel_version(self.since):
+            return False
+        return not (self.fixed_in and v >= kernel_version(self.fixed_in))
+
+    def status(self, release: str) -> str:
+        """'known issue, still present in 7.3.4' / 'fixed in 7.4 (commit)' / 'not in 6.12.117 (since 7.0)'."""
+        if not release:
+            return "known issue (kernel release unknown)"
+        if self.fixed_in and kernel_version(release) >= kernel_version(self.fixed_in):
+            return f"fixed in {self.fixed_in} ({self.fix_commit})"
+        if self.since and kernel_version(release) < kernel_version(self.since):
+            return f"not in {release}: the bug came with {self.since}"
+        fix = f"; fix upstream: {self.fix_commit}, in {self.fixed_in}" if self.fix_commit else ""
+        return f"known issue, still present in {release} (seen in {', '.join(self.seen_in)}{fix})"
+
+
+@dataclass(frozen=True)
+class Override:
+    """An intended behaviour change upstream: from kernel version `since` on, the case expects this instead."""
+    case_id: str
+    since: str
+    commit: str  # the upstream change: subject, author, where it was posted; the commit id when known
+    reason: str
+    expect: dict | None = None
+    dmesg: tuple[str, ...] | None = None
+    allow_dmesg: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,12 +107,19 @@ class Expectation:
     # regexes (re.search) of kernel messages at warning level or worse that the case may log; the `dmesg`
     # patterns count too. Any other such message fails the case: the kernel complained about something.
     allow_dmesg: tuple[str, ...] = ()
+    # version-keyed expectations declared for the case, and the one applied to the kernel under test
+    overrides: tuple[Override, ...] = ()
+    override: Override | None = None
+    # the kernel release the expectation was chosen for ("" = not chosen for a kernel)
+    kernel_release: str = ""
+    # a known issue of this case that does not apply to kernel_release (fixed there, or not yet there)
+    inactive_issue: KnownIssue | None = None
 
     def allows(self, splat_title: str) -> bool:
         return any(re.fullmatch(p, splat_title) for p in self.allow_splats)
 
     def unexpected_messages(self, messages: tuple[str, ...] | list[str]) -> list[str]:
-        patterns = self.dmesg + self.allow_dmesg
+        patterns = self.dmesg + self.allow_dmesg + (self.known_issue.allow_dmesg if self.known_issue else ())
         return [m for m in messages if not any(re.search(p, m) for p in patterns)]
 
     @property
@@ -88,12 +152,62 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
         if not isinstance(raw.get("signature"), dict) or not raw["signature"]:
             raise ConfigError(f"{path}: known issue {raw.get('id')} needs a 'signature': the observation keys the "
                               "buggy kernel shows (same form as 'expect'), so that only that bug is XFAIL")
+        unknown = set(raw) - KNOWN_ISSUE_KEYS
+        if unknown:
+            raise ConfigError(f"{path}: known issue {raw.get('id')} has unknown key(s) {', '.join(sorted(unknown))}")
+        seen = raw.get("seen_in")
+        if not isinstance(seen, list) or not seen:
+            raise ConfigError(f"{path}: known issue {raw.get('id')} needs 'seen_in': the kernel releases "
+                              "(make kernelrelease) in which the rig observed it")
+        if bool(raw.get("fixed_in")) != bool(raw.get("fix_commit")):
+            raise ConfigError(f"{path}: known issue {raw.get('id')}: 'fixed_in' and 'fix_commit' go together "
+                              "(the upstream version and the commit that fixes it)")
+        if raw.get("since") and not raw.get("since_change"):
+            raise ConfigError(f"{path}: known issue {raw.get('id')}: 'since' needs 'since_change', the upstream "
+                              "change that brought the bug")
+        for key in ("since", "fixed_in", *[f"seen_in[{i}]" for i in range(len(seen))]):
+            value = seen[int(key[8:-1])] if key.startswith("seen_in[") else raw.get(key)
+            if value:
+                try:
+                    kernel_version(str(value))
+                except ValueError:
+                    raise ConfigError(f"{path}: known issue {raw.get('id')}: {key} {value!r} is not a kernel version")
         issue = KnownIssue(raw["id"], tuple(raw["cases"]), " ".join(str(raw["reason"]).split()),
-                           str(raw.get("section", "")), dict(raw["signature"]))
+                           str(raw.get("section", "")), dict(raw["signature"]), tuple(str(v) for v in seen),
+                           str(raw.get("since") or ""), " ".join(str(raw.get("since_change") or "").split()),
+                           str(raw.get("fixed_in") or ""), " ".join(str(raw.get("fix_commit") or "").split()),
+                           _regexes(raw.get("allow_dmesg"), f"{path}: known issue {raw.get('id')}: allow_dmesg"))
         for cid in issue.cases:
             if cid not in data["cases"]:
                 raise ConfigError(f"{path}: known issue {issue.id} names unknown case {cid}")
             issues[cid] = issue
+    overrides: dict[str, list[Override]] = {}
+    for raw in data.get("version_overrides") or []:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: version_overrides entries must be mappings")
+        cid = raw.get("case")
+        unknown = set(raw) - OVERRIDE_KEYS
+        if unknown:
+            raise ConfigError(f"{path}: version override of {cid} has unknown key(s) {', '.join(sorted(unknown))}")
+        if cid not in data["cases"]:
+            raise ConfigError(f"{path}: version override names unknown case {cid}")
+        if not raw.get("commit") or not raw.get("reason"):
+            raise ConfigError(f"{path}: version override of {cid} needs 'commit' (the upstream change that "
+                              "changed the behaviour) and 'reason'")
+        try:
+            kernel_version(str(raw.get("since", "")))
+        except ValueError:
+            raise ConfigError(f"{path}: version override of {cid} needs 'since': the first kernel version with the "
+                              f"new behaviour, got {raw.get('since')!r}")
+        if raw.get("expect") is not None and not isinstance(raw["expect"], dict):
+            raise ConfigError(f"{path}: version override of {cid}: 'expect' must be a mapping")
+        ov = Override(cid, str(raw["since"]), " ".join(str(raw["commit"]).split()), " ".join(str(raw["reason"]).split()),
+                      raw.get("expect"),
+                      _regexes(raw["dmesg"], f"{path}: {cid}: dmesg") if "dmesg" in raw else None,
+                      _regexes(raw["allow_dmesg"], f"{path}: {cid}: allow_dmesg") if "allow_dmesg" in raw else None)
+        if any(kernel_version(o.since) == kernel_version(ov.since) for o in overrides.get(cid, [])):
+            raise ConfigError(f"{path}: two version overrides of {cid} from {ov.since}")
+        overrides.setdefault(cid, []).append(ov)
     out: dict[str, Expectation] = {}
     doc = doc_sections()  # {} without the file: nothing to check against
     for cid, raw in data["cases"].items():
@@ -112,7 +226,7 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
         out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(cid),
                                lists["dmesg"], str(raw.get("topology", "default")),
                                str(raw.get("host_action", "")), bool(raw.get("manual", False)),
-                               lists["allow_splats"], lists["allow_dmesg"])
+                               lists["allow_splats"], lists["allow_dmesg"], tuple(overrides.get(cid, ())))
         action = out[cid].host_action.split()
         if action and (action[0] not in HOST_ACTIONS or len(action) != 2):
             raise ConfigError(f"{path}: case {cid!r}: host_action must be one of "
@@ -157,6 +271,33 @@ def _regexes(value: Any, where: str) -> tuple[str, ...]:
         except re.error as e:
             raise ConfigError(f"{where} entry {v!r} is not a regex: {e}")
     return tuple(value)
+
+
+def for_kernel(expectations: dict[str, Expectation], release: str) -> dict[str, Expectation]:
+    """The expectations for the kernel actually built (its manifest's `make kernelrelease`): the newest
+    version override whose `since` is not after it replaces the case's expect/dmesg/allow_dmesg, and a known
+    issue counts only from its `since` up to its `fixed_in`. Pure."""
+    out = {}
+    for cid, e in expectations.items():
+        ov = None
+        if release:
+            fitting = [o for o in e.overrides if kernel_version(o.since) <= kernel_version(release)]
+            ov = max(fitting, key=lambda o: kernel_version(o.since), default=None)
+        changes: dict[str, Any] = {"override": ov, "kernel_release": release}
+        if ov is not None:
+            if ov.expect is not None:
+                changes["expect"] = ov.expect
+            if ov.dmesg is not None:
+                changes["dmesg"] = ov.dmesg
+            if ov.allow_dmesg is not None:
+                changes["allow_dmesg"] = ov.allow_dmesg
+        issue = e.known_issue or e.inactive_issue
+        if issue is not None:
+            active = issue.applies_to(release)
+            changes["known_issue"] = issue if active else None
+            changes["inactive_issue"] = None if active else issue
+        out[cid] = dataclasses.replace(e, **changes)
+    return out
 
 
 def _matches(expected: Any, observed: Any) -> bool:
@@ -208,12 +349,19 @@ def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged"
             return Judgement(Verdict.XPASS, expected, [], f"known issue {issue.id} did not show: the kernel may fix it")
         off_signature = compare(issue.signature, observed)
         if not off_signature:
-            return Judgement(Verdict.XFAIL, expected, mismatches, f"known issue {issue.id}: {issue.reason}")
+            return Judgement(Verdict.XFAIL, expected, mismatches,
+                             f"{issue.status(exp.kernel_release)} [{issue.id}]: {issue.reason}")
         # neither correct nor the known bug: a new wrong behaviour
         return Judgement(Verdict.FAIL, expected, mismatches + [f"not the known issue {issue.id} either: " + m
                                                              for m in off_signature],
                          f"neither the correct behaviour nor the signature of known issue {issue.id}")
-    return Judgement(Verdict.FAIL if mismatches else Verdict.PASS, expected, mismatches)
+    note = ""
+    if exp.override is not None:
+        note = f"expectation of {exp.override.since} and later ({exp.override.commit})"
+    if exp.inactive_issue is not None:
+        note = "; ".join(filter(None, [note, f"known issue {exp.inactive_issue.id}: "
+                                             f"{exp.inactive_issue.status(exp.kernel_release)}"]))
+    return Judgement(Verdict.FAIL if mismatches else Verdict.PASS, expected, mismatches, note)
 
 
 def select_cases(expectations: dict[str, Expectation], patterns: tuple[str, ...] | list[str]) -> list[str]:

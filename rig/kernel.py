@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -106,6 +107,31 @@ def dropped_options(wanted: dict[str, str | None], final_config: str) -> list[tu
     return dropped
 
 
+_RENAMED = re.compile(r"^#\s*rig-renamed:\s*(CONFIG_\w+)\s+(?:->\s*)?(CONFIG_\w+)", re.M)
+
+
+def parse_renames(text: str) -> dict[str, str]:
+    """`# rig-renamed: CONFIG_OLD CONFIG_NEW` lines of a fragment: OLD was renamed, or folded into NEW, in
+    some kernel version. A tree whose Kconfig has NEW but not OLD does not need OLD; the fragment asks for
+    NEW itself (it is checked like any other option)."""
+    return {m.group(1): m.group(2) for m in _RENAMED.finditer(text)}
+
+
+def excuse_renamed(dropped: list[tuple[str, str, str]], renames: dict[str, str], deps: dict[str, list[str]],
+                   wanted: dict[str, str | None]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Split dropped options into the ones still wrong and the ones excused by a rename: an old name the
+    tree's Kconfig does not have, whose new name it has and the fragments ask for too."""
+    still, excused = [], []
+    for sym, want, got in dropped:
+        new = renames.get(sym)
+        name = sym.removeprefix("CONFIG_")
+        if new and name not in deps and new.removeprefix("CONFIG_") in deps and new in wanted:
+            excused.append(f"{sym} -> {new}")
+        else:
+            still.append((sym, want, got))
+    return still, excused
+
+
 _KCONFIG_ENTRY = re.compile(r"^(?:menu)?config\s+(\w+)")
 _KCONFIG_DEPENDS = re.compile(r"^\s+depends on\s+(.+?)\s*$")
 _KCONFIG_IF = re.compile(r"^if\s+(.+?)\s*$")
@@ -159,7 +185,13 @@ def check_symbols_exist(src: Path, fragments: list[Path]) -> None:
     """Every option a fragment (or --kconfig-add) names exists in this tree's Kconfig files; checked on the
     extracted source before make, so a typo costs seconds, not a build."""
     deps = kconfig_dependencies(_tree_kconfig_texts(src))
-    bad = [(f, sym) for f in fragments for sym in unknown_symbols(parse_fragment(f.read_text()), deps)]
+    texts = {f: f.read_text() for f in fragments}
+    wanted = {sym: v for t in texts.values() for sym, v in parse_fragment(t).items()}
+    renames = {old: new for t in texts.values() for old, new in parse_renames(t).items()}
+    # an old name this tree no longer has is fine when the fragments also ask for its new name (rig-renamed)
+    excused = {sym for sym, new in renames.items() if new in wanted and new.removeprefix("CONFIG_") in deps}
+    bad = [(f, sym) for f, t in texts.items() for sym in unknown_symbols(parse_fragment(t), deps)
+           if sym not in excused]
     if bad:
         lines = "\n".join(f"    {sym} (in {'--kconfig-add / kernel.kconfig_add' if f.name == 'rig-kconfig-add.config' else f})"
                           for f, sym in bad)
@@ -178,7 +210,8 @@ def _tree_kconfig_texts(src: Path) -> list[str]:
 # ---------------------------------------------------------------- spec from config
 
 
-def kernel_spec(cfg: RigConfig) -> KernelSpec:
+def kernel_spec(cfg: RigConfig, note=None) -> KernelSpec:
+    note = note or (lambda m: print(f"[kernel] {m}", file=sys.stderr, flush=True))
     names = cfg.profiles[cfg.kernel.profile]
     fragments = []
     for name in names:
@@ -190,7 +223,7 @@ def kernel_spec(cfg: RigConfig) -> KernelSpec:
     patch_paths = [Path(p).expanduser() if Path(p).expanduser().is_absolute() else base / p
                    for p in cfg.kernel.patches]
     return KernelSpec(
-        source=resolve_source(cfg.kernel.source, base),
+        source=resolve_source(cfg.kernel.source, base, cfg.cache_path, note),
         profile=cfg.kernel.profile,
         fragments=tuple(fragments),
         kconfig_add=cfg.kernel.kconfig_add,
@@ -263,6 +296,14 @@ class _Make:
             last = "\n".join("    " + line for line in tail)
             raise BuildError(f"kernel build failed: make {' '.join(targets)} exited {rc}. Last lines:\n{last}\n"
                              f"  full log: {self.log}")
+
+    def output(self, *targets: str) -> str:
+        """stdout of a quick make target (e.g. `-s kernelrelease`)."""
+        r = subprocess.run(["make", f"O={self.out}", *targets], cwd=self.src, env=self.env, capture_output=True,
+                           text=True, errors="replace")
+        if r.returncode != 0:
+            raise BuildError(f"make {' '.join(targets)} failed: {r.stderr.strip()[-400:]}")
+        return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
 
     def merge(self, fragments: list[Path]) -> None:
         cmd = ["scripts/kconfig/merge_config.sh", "-m", "-O", str(self.out), str(self.out / ".config"),
@@ -349,8 +390,14 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
         wanted.update(parse_fragment(f.read_text()))
     final_config = (out / ".config").read_text()
     dropped = dropped_options(wanted, final_config)
+    renamed: list[str] = []
     if dropped:
         deps = kconfig_dependencies(_tree_kconfig_texts(src))
+        renames: dict[str, str] = {}
+        for f in fragments:
+            renames.update(parse_renames(f.read_text()))
+        dropped, renamed = excuse_renamed(dropped, renames, deps, wanted)
+    if dropped:
         lines = "\n".join(f"    {sym}: wanted {want}, got {got}; {explain_dropped(sym, deps, final_config)}"
                           for sym, want, got in dropped)
         raise BuildError(
@@ -360,6 +407,7 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
         )
     make.run("bzImage", jobs=spec.jobs, progress=progress, what="bzImage")
     make.run("headers_install", f"INSTALL_HDR_PATH={out / 'rig-headers'}", progress=progress, what="headers")
+    release = make.output("-s", "kernelrelease")
     seconds = round(time.time() - started, 1)
 
     with entry.building() as tmp:
@@ -375,6 +423,9 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
             "profile": spec.profile,
             "fragments": fragments_manifest(spec),
             "kconfig_add": list(spec.kconfig_add),
+            "kernelrelease": release,
+            # options a fragment names by their older name, absent from this tree (`# rig-renamed:`)
+            "renamed_options": renamed,
             "config_sha256": hashlib.sha256(final_config.encode()).hexdigest(),
             "compiler": compiler_version(),
             "build_seconds": seconds,
@@ -396,8 +447,12 @@ def menuconfig(spec: KernelSpec) -> int:
 
 
 def reproduce_command(spec: KernelSpec) -> str:
-    source = spec.source.kind + ":" + (str(spec.source.path) if spec.source.kind != "debian"
-                                       else spec.source.path.name.removeprefix("linux-source-").removesuffix(".tar.xz"))
+    if spec.source.kind != "debian":
+        source = f"{spec.source.kind}:{spec.source.path}"
+    elif (spec.source.debian or {}).get("suite", "installed on the host") == "installed on the host":
+        source = "debian:" + spec.source.path.name.removeprefix("linux-source-").removesuffix(".tar.xz")
+    else:  # fetched from the archive: the exact Debian version
+        source = f"debian:{spec.source.version}"
     args = ["rig", "kernel", "--source", source, "--profile", spec.profile]
     args += [a for x in spec.kconfig_add for a in ("--kconfig-add", x)]
     patch_files = dict.fromkeys(p.source_file for p in spec.patches)  # an mbox once, not once per message
@@ -405,8 +460,34 @@ def reproduce_command(spec: KernelSpec) -> str:
     return shlex.join(args)
 
 
+def bzimage_release(data: bytes) -> str:
+    """The kernel release (`make kernelrelease`) a bzImage carries: the x86 boot protocol's setup header
+    holds at 0x20e the offset (from 0x200) of the version string `<release> (<user>@<host>) #1 ...`."""
+    if len(data) < 0x210 or data[0x202:0x206] != b"HdrS":
+        return ""
+    off = int.from_bytes(data[0x20E:0x210], "little") + 0x200
+    raw = data[off:off + 256].split(b"\0", 1)[0].decode(errors="replace")
+    return raw.split(" ", 1)[0] if raw else ""
+
+
 def load_build(path: Path) -> KernelBuild:
     manifest = json.loads((path / "manifest.json").read_text())
+    if not manifest.get("kernelrelease"):
+        # a build from before the manifest recorded it: the bzImage's header knows it
+        try:
+            with open(path / "bzImage", "rb") as f:
+                manifest["kernelrelease"] = bzimage_release(f.read(0x8000))
+        except OSError:
+            manifest["kernelrelease"] = ""
+    src = manifest.get("source") or {}
+    deb = src.get("debian")
+    if isinstance(deb, dict) and not deb.get("deb_sha256"):
+        # a package fetched by an older rig: what its cache entry says about the download
+        try:
+            meta = json.loads((Path(src["path"]).parent / "package.json").read_text())
+            deb.update(deb=meta.get("deb", ""), deb_sha256=meta.get("deb_sha256", ""))
+        except (OSError, ValueError, KeyError):
+            pass
     return KernelBuild(
         key=manifest["key"], path=path, bzimage=path / "bzImage", vmlinux=path / "vmlinux",
         headers=path / "include", config=path / "config", manifest=manifest,

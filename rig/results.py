@@ -175,6 +175,10 @@ def summary_table(results: list[CaseResult]) -> str:
         lines.append(f"  {r.verdict.upper():5s} {r.id}: {r.reason or '; '.join(r.mismatches)}"[:200])
         for m in r.mismatches:
             lines.append(f"        {m}"[:200])
+    # known issues (still present, or fixed in this kernel) and expectations chosen for this kernel's version
+    for r in results:
+        if r.verdict == "xfail" or (r.verdict == "pass" and r.reason):
+            lines.append(f"  {r.verdict.upper():5s} {r.id}: {r.reason.split(']: ', 1)[0] + ']' if r.verdict == 'xfail' and ']: ' in r.reason else r.reason}"[:240])
     return "\n".join(lines)
 
 

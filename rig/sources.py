@@ -36,9 +36,22 @@ class KernelSource:
     dirty: bool = False
     # for a dirty or non-git tree: what makes this build differ from another of the same tree
     content_id: str = ""
+    # debian: package, Debian version, suite it came from, the note that Debian's patches are applied
+    debian: dict | None = None
 
     def manifest(self) -> dict:
         d = {"kind": self.kind, "id": self.ident, "path": str(self.path), "version": self.version}
+        if self.debian:
+            d["debian"] = dict(self.debian)
+            meta = self.path.parent / "package.json"
+            if self.debian.get("suite") != "installed on the host" and meta.exists():
+                # fetched after this source was resolved: what was downloaded, and Debian's changelog entry
+                try:
+                    m = json.loads(meta.read_text())
+                    d["debian"].update(deb=m.get("deb", ""), deb_sha256=m.get("deb_sha256", ""))
+                    d["debian"]["changelog_head"] = (self.path.parent / "changelog-head.txt").read_text().strip()
+                except (OSError, ValueError):
+                    pass
         if self.kind == "tree":
             d.update(git_sha=self.git_sha, dirty=self.dirty)
         return d
@@ -100,18 +113,13 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def resolve_source(source: str, base_dir: Path | None = None) -> KernelSource:
+def resolve_source(source: str, base_dir: Path | None = None, cache_root: Path | None = None,
+                   note=print) -> KernelSource:
     kind, sep, arg = source.partition(":")
     if not sep or kind not in ("debian", "tarball", "tree"):
         kind, arg = "", source
     if kind == "debian":
-        package = f"linux-source-{arg}"
-        tarball = Path(f"/usr/src/{package}.tar.xz")
-        version = _dpkg_version(package)
-        if version is None or not tarball.exists():
-            raise BuildError(f"kernel source package {package} is not installed ({tarball} missing). "
-                             f"Fix: run `make deps` (or apt-get install {package}).")
-        return KernelSource("debian", _safe(f"debian-{package}_{version}"), tarball, version)
+        return _debian_source(arg, cache_root, note)
     path = Path(arg).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
@@ -138,6 +146,41 @@ def resolve_source(source: str, base_dir: Path | None = None) -> KernelSource:
         return KernelSource("tree", tree_id, path, describe, sha, dirty, content)
     # a plain directory has no cheap identity: every build runs make (incremental in its build directory)
     return KernelSource("tree", tree_id, path, "plain directory", "", True, f"plain-{time.time_ns()}")
+
+
+def _debian_source(spec: str, cache_root: Path | None, note) -> KernelSource:
+    """debian:<version>: the host's installed linux-source package when it is that version (no download),
+    else the package from Debian's archive (rig.debian), fetched once into the cache."""
+    from rig import debian
+
+    package = debian.package_for(spec)
+    installed = _dpkg_version(package)
+    tarball = Path(f"/usr/src/{package}.tar.xz")
+    if installed and tarball.exists() and debian.matches(spec, debian.Candidate(package, installed, "installed")):
+        return KernelSource("debian", _safe(f"debian-{package}_{installed}"), tarball, installed,
+                            debian={"package": package, "version": installed, "suite": "installed on the host",
+                                    **_DEBIAN_NOTE})
+    if cache_root is None:
+        raise BuildError(f"kernel source package {package} is not installed ({tarball} missing)")
+    # which version only: the download waits until a build needs the tree (`rig kernel --print-key` is cheap)
+    c = debian.resolve(spec, cache_root, note)
+    entry = debian.entry_for(c, cache_root)
+    info = {"package": c.package, "version": c.version, "suite": c.suite, "mirror": debian.MIRROR, **_DEBIAN_NOTE}
+    try:
+        meta = json.loads((entry.path / "package.json").read_text())
+        info.update(deb=meta.get("deb", ""), deb_sha256=meta.get("deb_sha256", ""))
+        info["changelog_head"] = (entry.path / "changelog-head.txt").read_text().strip()
+    except (OSError, ValueError):
+        pass
+    return KernelSource("debian", _safe(f"debian-{c.package}_{c.version}"), entry.path / f"{c.package}.tar.xz",
+                        c.version, debian=info)
+
+
+_DEBIAN_NOTE = {
+    "debian_patches": True,
+    "note": "Debian's linux-source package: the upstream release with Debian's own kernel patches applied "
+            "(debian/patches of the linux source package); not a pristine upstream tree",
+}
 
 
 # ---------------------------------------------------------------- patches
@@ -201,6 +244,13 @@ def _pristine(source: KernelSource, cache_root: Path, note) -> Path:
     if source.kind == "tree":
         return source.path
     entry = CacheEntry(cache_root, "src", source.ident)
+    if source.kind == "debian" and not entry.exists() and not source.path.exists():
+        # a package from Debian's archive, not downloaded yet
+        from rig import debian
+
+        info = source.debian or {}
+        debian.fetch(info.get("version", source.version), cache_root, note,
+                     debian.Candidate(info.get("package", ""), source.version, info.get("suite", "")))
     with entry.lock():
         if not entry.exists():
             note(f"extracting {source.path}")

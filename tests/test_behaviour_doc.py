@@ -92,7 +92,7 @@ def test_the_loader_refuses_a_section_that_is_not_a_heading(tmp_path):
 
 
 def test_rig_list_links_each_case_to_its_first_section(capsys):
-    assert cli.cmd_list(argparse.Namespace(select=["unbind.while_mapped", "mmap.private"])) == 0
+    assert cli.cmd_list(argparse.Namespace(select=["unbind.while_mapped", "mmap.private"], kernel=None)) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert f"docs/behaviour.md#{DOC['1.4'].anchor}" in lines["unbind.while_mapped"]
     assert "docs/behaviour.md#12-mmap-of-p2pmemallocate" in lines["mmap.private"]

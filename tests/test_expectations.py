@@ -131,7 +131,7 @@ def test_bad_table_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="section"):
         load_expectations(p)
     p.write_text("cases:\n  a.b:\n    section: '1'\n    expect: {a: 1}\nknown_issues:\n"
-                 "  - {id: x, cases: [a.c], reason: r, signature: {a: 2}}\n")
+                 "  - {id: x, cases: [a.c], reason: r, signature: {a: 2}, seen_in: ['7.3.4']}\n")
     with pytest.raises(ConfigError, match="unknown case a.c"):
         load_expectations(p)
     p.write_text("cases:\n  a.b:\n    section: '1'\n    expect: {a: 1}\nknown_issues:\n"
@@ -165,3 +165,100 @@ def test_machine_noise_is_allowed_where_the_table_says():
     assert rules.unexpected(boot, in_case=False) == ["nvme nvme0: failed to allocate CMB"]
     # a boot-only fact is unexpected inside a case; timing noise is allowed everywhere
     assert rules.unexpected(boot[:3], in_case=True) == [boot[0]]
+
+
+# ---------------------------------------------------------------- kernel versions (rig list --kernel, rig run)
+
+from rig.errors import ConfigError  # noqa: E402
+from rig.expectations import KnownIssue as _KI, Override, for_kernel, kernel_version  # noqa: E402
+
+
+def test_kernel_version_parsing():
+    assert kernel_version("7.3.4") == (7, 3, 4)
+    assert kernel_version("6.12.117") == (6, 12, 117)
+    assert kernel_version("7.3.0-rc7") == (7, 3, 0) == kernel_version("7.3~rc7") == kernel_version("7.3")
+    assert kernel_version("6.12.117-dirty") < kernel_version("7.0") < kernel_version("7.3.4")
+    with pytest.raises(ValueError):
+        kernel_version("linux")
+
+
+def _case(**kw):
+    ov = (Override("odirect.p", "7.0", "block: split", "bios no longer mix", {"read": "OK"}, (), ()),
+          Override("odirect.p", "7.5", "later", "again", {"read": "EAGAIN"}))
+    return {"odirect.p": Expectation("odirect.p", "2", {"read": "EIO"}, dmesg=("Invalid Use",), overrides=ov, **kw)}
+
+
+def test_override_chosen_by_version():
+    assert for_kernel(_case(), "6.12.117")["odirect.p"].expect == {"read": "EIO"}
+    e = for_kernel(_case(), "7.3.4")["odirect.p"]
+    assert e.expect == {"read": "OK"} and e.dmesg == () and e.override.commit == "block: split"
+    assert for_kernel(_case(), "7.0.0-rc1")["odirect.p"].expect == {"read": "OK"}
+    assert for_kernel(_case(), "7.5.1")["odirect.p"].expect == {"read": "EAGAIN"}
+    assert for_kernel(_case(), "")["odirect.p"].expect == {"read": "EIO"}
+    j = judge(for_kernel(_case(), "7.3.4")["odirect.p"], {"obs": {"read": "OK"}})
+    assert j.verdict == "pass" and "7.0 and later" in j.reason and "block: split" in j.reason
+
+
+def test_known_issue_versions():
+    regression = _KI("einval", ("peer.x",), "EINVAL", "6", {"read": "EINVAL"}, ("7.3.4",), since="7.0",
+                     since_change="blk-mq dma iterator")
+    fixed = _KI("leak", ("peer.x",), "leak", "6", {"read": "EINVAL"}, ("6.12.117", "7.3.4"), fixed_in="7.4",
+                fix_commit="PCI/P2PDMA: zero")
+    for issue, release, active in [(regression, "6.12.117", False), (regression, "7.3.4", True),
+                                   (fixed, "7.3.4", True), (fixed, "7.4.0", False), (fixed, "6.12.117", True)]:
+        exps = {"peer.x": Expectation("peer.x", "6", {"read": "EREMOTEIO"}, known_issue=issue)}
+        e = for_kernel(exps, release)["peer.x"]
+        assert (e.known_issue is issue) is active, (issue.id, release)
+        assert (e.inactive_issue is issue) is not active
+    assert regression.status("7.3.4") == "known issue, still present in 7.3.4 (seen in 7.3.4)"
+    assert fixed.status("7.4.2") == "fixed in 7.4 (PCI/P2PDMA: zero)"
+    e = for_kernel({"peer.x": Expectation("peer.x", "6", {"read": "EREMOTEIO"}, known_issue=regression)}, "6.12.117")
+    assert judge(e["peer.x"], {"obs": {"read": "EINVAL"}}).verdict == "fail"  # not an excuse before 7.0
+    e = for_kernel({"peer.x": Expectation("peer.x", "6", {"read": "EREMOTEIO"}, known_issue=regression)}, "7.3.4")
+    j = judge(e["peer.x"], {"obs": {"read": "EINVAL"}})
+    assert j.verdict == "xfail" and "still present in 7.3.4" in j.reason
+    # applied twice (a series step) gives the same answer
+    assert for_kernel(for_kernel(e, "6.12.117"), "7.3.4")["peer.x"].known_issue is regression
+
+
+def test_real_table_for_both_kernels():
+    exps = load_expectations()
+    old, new = for_kernel(exps, "6.12.117"), for_kernel(exps, "7.3.4")
+    for cid, e in exps.items():
+        assert old[cid].override is None, cid  # 6.12 is judged by the base table
+        if new[cid].override:
+            assert new[cid].override.commit and new[cid].override.reason
+    for e in exps.values():
+        if e.known_issue:
+            assert e.known_issue.seen_in
+    assert all(kernel_version(v) for e in exps.values() if e.known_issue for v in e.known_issue.seen_in)
+
+
+def test_bad_overrides_rejected(tmp_path):
+    p = tmp_path / "e.yaml"
+    base = "cases:\n  a.b:\n    section: '1'\n    expect: {a: 1}\n"
+    for body, msg in [
+        ("version_overrides:\n  - {case: a.c, since: '7.0', commit: c, reason: r, expect: {a: 2}}\n", "unknown case a.c"),
+        ("version_overrides:\n  - {case: a.b, since: '7.0', reason: r, expect: {a: 2}}\n", "needs 'commit'"),
+        ("version_overrides:\n  - {case: a.b, since: later, commit: c, reason: r}\n", "needs 'since'"),
+        ("version_overrides:\n  - {case: a.b, since: '7.0', commit: c, reason: r, expct: {}}\n", "unknown key"),
+        ("known_issues:\n  - {id: x, cases: [a.b], reason: r, signature: {a: 2}}\n", "needs 'seen_in'"),
+        ("known_issues:\n  - {id: x, cases: [a.b], reason: r, signature: {a: 2}, seen_in: ['7.3.4'], fixed_in: '7.4'}\n",
+         "go together"),
+    ]:
+        p.write_text(base + body)
+        with pytest.raises(ConfigError, match=msg):
+            load_expectations(p)
+
+
+def test_rig_list_kernel_shows_what_applies(capsys):
+    from rig.cli import main
+
+    assert main(["list", "--kernel", "7.3", "-k", "preadv_ram_then_p2pmem", "-k", "rootbus_intel"]) == 0
+    out = capsys.readouterr().out
+    assert '"read": "OK", "read_bytes": 8192' in out and "since 6.17:" in out
+    assert "known issue, still present in 7.3" in out and "p2p-unreachable-einval" in out
+    assert main(["list", "--kernel", "6.12.117", "-k", "preadv_ram_then_p2pmem", "-k", "rootbus_intel"]) == 0
+    out = capsys.readouterr().out
+    assert '{"read": "EIO"}' in out and "not in 6.12.117: the bug came with 6.17" in out
+    assert main(["list", "--kernel", "banana"]) == 2

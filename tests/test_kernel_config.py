@@ -81,3 +81,34 @@ def test_manifest_hashes_are_sha256sum_of_the_files(tmp_path):
     assert all(f["sha256"] == sha256sum(f["file"]) for f in m["fragments"])
     assert [(p["file"], p["sha256"]) for p in m["patches"]] == [(str(fix), sha256sum(fix))]
     assert m["reproduce"] == f"rig kernel --source debian:6.12 --profile gupfast --patch {fix}"
+
+
+def test_renamed_option_holds_on_both_kernels():
+    """7.x folded PROC_SYSCTL into SYSCTL: the fragment's `rig-renamed` line excuses the old name on a tree
+    whose Kconfig lacks it (real fs/proc/Kconfig of 6.12.117 and 7.3.4, real 7.3.4 .config of the fragments);
+    a real typo is still reported with its cause."""
+    from rig.kernel import (FRAGMENT_DIR, dropped_options, excuse_renamed, explain_dropped, kconfig_dependencies,
+                            parse_fragment, parse_renames)
+
+    wanted = {}
+    renames = {}
+    for name in ("tiny-base.config", "p2pdma.config", "gupfast.config"):
+        text = (FRAGMENT_DIR / name).read_text()
+        wanted.update(parse_fragment(text))
+        renames.update(parse_renames(text))
+    assert renames == {"CONFIG_PROC_SYSCTL": "CONFIG_SYSCTL"}
+    final = (DATA / "kernel-7.3.4-gupfast.config").read_text()
+    new = kconfig_dependencies([(DATA / "kconfig" / "fs-proc-Kconfig-7.3.4").read_text()])
+    old = kconfig_dependencies([(DATA / "kconfig" / "fs-proc-Kconfig-6.12.117").read_text()])
+    assert "PROC_SYSCTL" in old and "PROC_SYSCTL" not in new and "SYSCTL" in new
+    dropped = dropped_options(wanted, final)
+    assert dropped == [("CONFIG_PROC_SYSCTL", "y", "is not set")]
+    assert "no such option" in explain_dropped("CONFIG_PROC_SYSCTL", new, final)
+    still, excused = excuse_renamed(dropped, renames, new, wanted)
+    assert still == [] and excused == ["CONFIG_PROC_SYSCTL -> CONFIG_SYSCTL"]
+    # on 6.12 the old name exists: a drop there is not excused (it would be a real problem)
+    still, excused = excuse_renamed(dropped, renames, {**old, "SYSCTL": []}, wanted)
+    assert still == dropped and excused == []
+    # a typo is not a rename
+    typo = [("CONFIG_PROC_SYSCTLL", "y", "is not set")]
+    assert excuse_renamed(typo, renames, new, wanted)[0] == typo

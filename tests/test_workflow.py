@@ -124,6 +124,9 @@ def test_matrix_over_profiles_in_debian_container(job):
     strategy = job["strategy"]
     assert strategy["fail-fast"] is False
     assert {"default", "gupfast"} <= set(strategy["matrix"]["profile"])
+    # both kernels are cells: Debian 12's 6.12 and mainline's 7.3 from Debian's archive
+    assert {"6.12", "7.3"} <= set(strategy["matrix"]["kernel"])
+    assert job["env"]["SOURCE"] == "debian:${{ matrix.kernel }}"
     assert job["container"]["image"] == "debian:12"
     assert "--privileged" in job["container"]["options"]
 
@@ -137,7 +140,7 @@ def test_deps_and_rig_run(steps):
     i_deps = next(i for i, s in enumerate(steps) if s.get("run", "").strip() == "make deps")
     run = _rig_run(steps)
     assert i_checkout < i_deps < steps.index(run)
-    assert "--profile" in run["run"] and "--out" in run["run"]
+    assert "--profile" in run["run"] and "--out" in run["run"] and '--source "$SOURCE"' in run["run"]
     # the rig's exit code must not stop the report, the summary and the upload
     assert run.get("continue-on-error") is True or "set +e" in run["run"]
     assert any(".venv/bin/rig report" in s.get("run", "") for s in steps)
@@ -145,13 +148,14 @@ def test_deps_and_rig_run(steps):
 
 def test_cache_keyed_on_the_rig_kernel_key(steps):
     key_step = _one(_runs(steps, "rig kernel --print-key"), "prints the kernel cache key")
-    assert "--profile" in key_step["run"]
+    assert "--profile" in key_step["run"] and '--source "$SOURCE"' in key_step["run"]
     restore = _one([s for s in steps if s.get("uses", "").startswith("actions/cache")
                     and s.get("uses", "").split("@")[0] != "actions/cache/save"], "restores the cache")
     assert "~/.cache/p2pdma-rig" in restore["with"]["path"]
     key = restore["with"]["key"]
     assert f"steps.{key_step['id']}.outputs." in key, key
     assert "hashFiles('images/**'" in key, key
+    assert "matrix.kernel" in key and "matrix.profile" in key, key
     assert steps.index(key_step) < steps.index(restore) < steps.index(_rig_run(steps))
     if restore["uses"].split("@")[0] == "actions/cache/restore":
         save = _one(_uses(steps, "actions/cache/save"), "saves the cache")
@@ -174,7 +178,7 @@ def test_previous_run_and_summary(steps):
 def test_upload_always_and_fail_with_rig_exit_code(steps, job):
     upload = _one(_uses(steps, "actions/upload-artifact"), "uploads the run directory")
     assert _expr(upload["if"]) == "always()"
-    assert "matrix.profile" in upload["with"]["name"]
+    assert "matrix.profile" in upload["with"]["name"] and "matrix.kernel" in upload["with"]["name"]
     assert upload["with"]["path"] in ("${{ env.RUN_DIR }}", job["env"]["RUN_DIR"])
     run = _rig_run(steps)
     assert '--out "$RUN_DIR"' in run["run"] or job["env"]["RUN_DIR"] in run["run"]

@@ -8,7 +8,7 @@ import pytest
 
 from rig import probes as probesmod
 from rig.config import load_config
-from rig.expectations import load_expectations
+from rig.expectations import for_kernel, load_expectations
 from rig.image import build_image, ensure_ssh_key, image_spec
 from rig.kernel import build_kernel, kernel_spec
 from rig.progress import Progress
@@ -39,7 +39,8 @@ def suite(stack, probe_set):
     cfg, kernel, image, key = stack
     run_dir = cfg.out_path / ("pytest-" + time.strftime("%Y%m%d-%H%M%S"))
     run_dir.mkdir(parents=True)
-    s = Suite(cfg, kernel, image, key, run_dir, EXPECTATIONS, probe_set)
+    # the expectations of the kernel that was built (its make kernelrelease), as `rig run` chooses them
+    s = Suite(cfg, kernel, image, key, run_dir, for_kernel(EXPECTATIONS, kernel.manifest["kernelrelease"]), probe_set)
     yield s
     s.close()
     write_run(run_dir, s.results, s.boots, {"kernel": kernel.manifest, "image": image.recipe, "via": "pytest"})
@@ -59,7 +60,7 @@ class KnownIssueObserved(AssertionError):
 # every case but the rig self-tests that break the guest on purpose (tests/vm/test_cli.py runs those)
 @pytest.mark.parametrize("case_id", [c for c, e in EXPECTATIONS.items() if not e.manual])
 def test_probe(suite, case_id, request):
-    exp = EXPECTATIONS[case_id]
+    exp = suite.expectations[case_id]
     if exp.known_issue:
         # XFAIL only when the known bug showed; XPASS (the kernel fixed it) when the case passes
         request.node.add_marker(pytest.mark.xfail(reason=f"{exp.known_issue.id}: {exp.known_issue.reason}",
