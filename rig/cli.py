@@ -559,7 +559,10 @@ def cmd_race(args: argparse.Namespace) -> int:
     if args.keep_disks:
         print(f"disks kept (--keep-disks): {race.session.disks}")
     print(f"\nrace results: {run_dir / 'race.json'}")
-    failed = next((r for r in results if r.verdict != "ok"), None)
+    for r in results:
+        for k in r.known:
+            print(f"KNOWN in {r.scenario}: {k}")
+    failed = next((r for r in results if r.failed), None)
     if failed is None:
         return 0
     print(f"FAILED in {failed.scenario}: {failed.verdict}; everything is kept in {run_dir}")

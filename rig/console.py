@@ -75,6 +75,8 @@ PATTERNS: tuple[Pattern, ...] = (
        "possible deadlock in {frame}", frame=_AT, max_lines=200),
     _p("lockdep", r"WARNING: suspicious RCU usage", "suspicious RCU usage in {frame}"),
     _p("warning", r"WARNING: CPU: \d+ PID: \d+ at \S+ ([A-Za-z_][\w.]*)\+0x", "WARNING in {0}"),
+    # the header of 7.3 (kernel/panic.c __warn; 6.12 has the one above): "WARNING: mm/gup.c:2533 at f+0x.../0x..., CPU#0: gup/269"
+    _p("warning", r"WARNING: (?:\S+:\d+ )?at ([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+, CPU#\d+:", "WARNING in {0}"),
     _p("warning", r"^WARNING: (.+)", "WARNING: {0}"),
     _p("hung_task", r"INFO: task (\S+):\d+ blocked for more than \d+ seconds", "INFO: task hung in {frame}"),
     _p("rcu_stall", r"rcu: INFO: (rcu_\w+) (?:self-)?detected stall", "INFO: rcu detected stall in {frame}"),

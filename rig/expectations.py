@@ -234,6 +234,64 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
     return out
 
 
+RACE_KNOWN_ISSUE_KEYS = {"id", "scenarios", "splat", "reason", "seen_in", "fixed_in", "fix_commit"}
+
+
+@dataclass(frozen=True)
+class RaceKnownIssue:
+    """A kernel bug a race scenario can hit: its signature is the title of the report it leaves (full match).
+    A scenario whose only reports match is `known`, not failed; any other report still fails it."""
+
+    id: str
+    scenarios: tuple[str, ...]
+    splat: str
+    reason: str
+    seen_in: tuple[str, ...]
+    fixed_in: str = ""
+    fix_commit: str = ""
+
+    def matches(self, scenario: str, title: str, release: str) -> bool:
+        fixed = bool(self.fixed_in and release and kernel_version(release) >= kernel_version(self.fixed_in))
+        return scenario in self.scenarios and not fixed and re.fullmatch(self.splat, title) is not None
+
+    def status(self, release: str) -> str:
+        fix = f"; fix upstream: {self.fix_commit}, in {self.fixed_in}" if self.fix_commit else ""
+        return f"known issue {self.id}, still present in {release or 'this kernel'} (seen in {', '.join(self.seen_in)}{fix})"
+
+
+def load_race_known_issues(path: Path = EXPECTATIONS_FILE, scenarios: tuple[str, ...] = ()) -> list[RaceKnownIssue]:
+    """`race_known_issues` of expectations.yaml; `scenarios` are the names a scenario list may use."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read expectations {path}: {e}")
+    out = []
+    for raw in data.get("race_known_issues") or []:
+        where = f"{path}: race known issue {raw.get('id') if isinstance(raw, dict) else raw!r}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        unknown = set(raw) - RACE_KNOWN_ISSUE_KEYS
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+        missing = [k for k in ("id", "scenarios", "splat", "reason", "seen_in") if not raw.get(k)]
+        if missing:
+            raise ConfigError(f"{where} needs {', '.join(missing)}")
+        bad = [s for s in raw["scenarios"] if scenarios and s not in scenarios]
+        if bad:
+            raise ConfigError(f"{where} names unknown scenario(s) {', '.join(bad)}")
+        if bool(raw.get("fixed_in")) != bool(raw.get("fix_commit")):
+            raise ConfigError(f"{where}: 'fixed_in' and 'fix_commit' go together")
+        try:
+            for v in [*raw["seen_in"], *([raw["fixed_in"]] if raw.get("fixed_in") else [])]:
+                kernel_version(str(v))
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}")
+        out.append(RaceKnownIssue(str(raw["id"]), tuple(raw["scenarios"]), _regexes([raw["splat"]], where)[0],
+                                  " ".join(str(raw["reason"]).split()), tuple(str(v) for v in raw["seen_in"]),
+                                  str(raw.get("fixed_in") or ""), " ".join(str(raw.get("fix_commit") or "").split())))
+    return out
+
+
 @dataclass(frozen=True)
 class MessageRules:
     """Kernel messages at warning level or worse that the rig's machines print without any fault of the kernel
@@ -331,7 +389,9 @@ def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged"
     if exp.dmesg:
         expected = {**expected, "dmesg": list(exp.dmesg)}
     if problem:
-        return Judgement(Verdict.ERROR if probe_result is None else Verdict.FAIL, expected, [], problem)
+        # the observation is still shown against the expectation, so a report says everything that went wrong
+        seen = compare(exp.for_semantics(semantics), probe_result["obs"]) if (probe_result or {}).get("obs") else []
+        return Judgement(Verdict.ERROR if probe_result is None else Verdict.FAIL, expected, seen, problem)
     if probe_result is None:
         return Judgement(Verdict.ERROR, expected, [], "the probe printed no result")
     if "skip" in probe_result:

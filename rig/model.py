@@ -108,3 +108,8 @@ class BootRecord:
     qemu_cmdline: str
     splats: list[SplatRecord] = field(default_factory=list)  # every report of this boot's console
     ended_by: str = ""
+
+    def unjudged(self, judged_lines: set[int]) -> list[SplatRecord]:
+        """The reports no case or scenario was judged on (by console line): every splat counts, these in the
+        boot's own `kernel.console` result."""
+        return [s for s in self.splats if s.line not in judged_lines]

@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rig.config import REPO_ROOT, RigConfig
+from rig.console import Splat
 from rig.errors import BuildError, ConfigError, GuestError
+from rig.expectations import RaceKnownIssue, load_race_known_issues
 from rig.image import GuestImage, SshKey
 from rig.kernel import KernelBuild
 from rig.progress import Progress
@@ -29,7 +31,7 @@ from rig.vm import RunningVM
 
 RACER_SOURCE = REPO_ROOT / "guest-tests" / "race" / "racer.c"
 SCENARIOS = ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect", "odirect-unbind",
-             "gup-unbind", "inflight-peer", "surprise-removal")
+             "gup-unbind", "inflight-peer", "surprise-removal", "unbind-held-open")
 # scenarios that need another machine (rig.yaml `topologies`); the rest run on the default one
 SCENARIO_TOPOLOGY = {"inflight-peer": "switch-slow", "surprise-removal": "hotplug"}
 # break the kernel on purpose to prove the detectors (run only when named)
@@ -62,12 +64,17 @@ class RaceSpec:
 class ScenarioResult:
     scenario: str
     boot: int
-    verdict: str  # ok | invariant | splat | hang | crash
+    verdict: str  # ok | known (only reports of race_known_issues) | invariant | splat | hang | crash
     seconds: float
     counters: dict
     broken: list[str]
     splats: list[dict] = field(default_factory=list)
     decoded: str = ""
+    known: list[str] = field(default_factory=list)  # the known issues it hit, with their status
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict not in ("ok", "known")
 
     @property
     def cycles_per_s(self) -> float:
@@ -83,6 +90,25 @@ def parse_spec(scenarios: list[str], seconds: float, workers: int, seed: int | N
         raise ConfigError("--seconds must be > 0 and --workers between 1 and 64")
     return RaceSpec(tuple(scenarios or SCENARIOS), seconds, workers,
                     seed if seed is not None else random.SystemRandom().randrange(1, 2**31), hang_s, 30, cycles)
+
+
+def known_issue_of(scenario: str, title: str, known_issues: list[RaceKnownIssue],
+                   release: str) -> RaceKnownIssue | None:
+    return next((k for k in known_issues if k.matches(scenario, title, release)), None)
+
+
+def judge_reports(scenario: str, verdict: str, found: list[Splat], known_issues: list[RaceKnownIssue],
+                  release: str, alive: bool) -> tuple[str, dict[int, RaceKnownIssue]]:
+    """The scenario's verdict once every report of its console slice is in, and the known issue of each report
+    that is one (by console line). Any other report fails it, also one that came after the watcher's last look;
+    a scenario that held and hit only known issues is `known`."""
+    known = {s.line: k for s in found if not s.fatal
+             and (k := known_issue_of(scenario, s.title, known_issues, release)) is not None}
+    if verdict in ("ok", "invariant") and any(s.line not in known for s in found):
+        verdict = "crash" if any(s.fatal for s in found) or not alive else "splat"
+    if verdict == "ok" and known:
+        verdict = "known"
+    return verdict, known
 
 
 def compile_racer(kernel: KernelBuild, out: Path) -> Path:
@@ -138,6 +164,8 @@ class Race:
         self.spec = spec
         self.progress = progress or Progress("race")
         self.racer = compile_racer(kernel, run_dir / "racer")
+        self.known_issues = load_race_known_issues(scenarios=SCENARIOS + SELFTESTS)
+        self.release = kernel.manifest.get("kernelrelease", "")
         self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress, prepare=self._prepare,
                                  keep_disks=keep_disks)
 
@@ -178,6 +206,9 @@ class Race:
                 removals.errors.append(str(e))
                 return
 
+    def _known_issue(self, scenario: str, title: str) -> RaceKnownIssue | None:
+        return known_issue_of(scenario, title, self.known_issues, self.release)
+
     def _watch(self, vm: RunningVM, scenario: str, racer: _GuestRacer, t0: float) -> tuple[str, str]:
         """Follow the racer until it ends or something breaks: (verdict, note). Live status from its progress
         lines; a splat in the scenario's console slice, a dead QEMU, or no progress for hang_s stop it."""
@@ -186,7 +217,8 @@ class Race:
         while racer.thread.is_alive():
             racer.thread.join(0.5)
             found, text = self.session.slice_splats(f"race.{scenario}")
-            if found:
+            # a known bug's report does not stop the scenario: its invariants are still checked to the end
+            if any(s.fatal or not self._known_issue(scenario, s.title) for s in found):
                 return ("crash" if any(s.fatal for s in found) or not vm.alive() else "splat"), ""
             if not vm.alive():
                 return "crash", ""
@@ -243,11 +275,13 @@ class Race:
         if verdict != "ok":
             time.sleep(1.0)  # let the rest of a report reach the console
         found, _text = self.session.slice_splats(f"race.{scenario}") if vm.console else ([], "")
-        splats = [self.session.record(s, boot, owner=f"race.{scenario}") for s in found]
+        verdict, known = judge_reports(scenario, verdict, found, self.known_issues, self.release, vm.alive())
+        splats = [self.session.record(s, boot, owner=f"race.{scenario}", allowed=s.line in known) for s in found]
+        hit = sorted({k.status(self.release) for k in known.values()})
         decoded = "\n".join(s.decoded for s in splats if s.decoded)
         result = ScenarioResult(scenario, boot, verdict, round(elapsed, 1), counters, broken,
-                                [asdict(s) for s in splats], decoded)
-        if verdict != "ok":
+                                [asdict(s) for s in splats], decoded, hit)
+        if verdict != "ok":  # a known bug's report leaves a tainted kernel (and a spent WARN_ON_ONCE) too
             self.session.retire(f"{scenario}: {verdict}")
         return result
 
@@ -261,8 +295,9 @@ class Race:
                                    f"{r.counters.get('iterations', 0)} iterations, {r.counters.get('cycles', 0)} "
                                    f"unbind/rebind cycles ({r.cycles_per_s:.2f}/s)"
                                    + "".join(f"\n    splat: {s['title']}" for s in r.splats)
-                                   + "".join(f"\n    broken: {b}" for b in r.broken))
-                if r.verdict != "ok":
+                                   + "".join(f"\n    broken: {b}" for b in r.broken)
+                                   + "".join(f"\n    {k}" for k in r.known))
+                if r.failed:
                     break  # first failure: stop and keep everything
         finally:
             self.session.close()
@@ -271,10 +306,9 @@ class Race:
     def console_results(self, results: list[ScenarioResult]) -> list[ScenarioResult]:
         """A `kernel.console` result for every boot with a report that no scenario was judged on (at boot,
         between scenarios, after the last one): every splat counts."""
-        judged = {(r.boot, s["line"]) for r in results for s in r.splats}
         out = []
         for b in self.session.boots:
-            stray = [s for s in b.splats if (b.boot, s.line) not in judged]
+            stray = b.unjudged({s["line"] for r in results if r.boot == b.boot for s in r.splats})
             if stray:
                 verdict = "crash" if any(s.crash for s in stray) else "splat"
                 out.append(ScenarioResult(f"kernel.console.boot-{b.boot}", b.boot, verdict, 0.0, {},
@@ -286,7 +320,7 @@ class Race:
 
 def write_race(run_dir: Path, spec: RaceSpec, results: list[ScenarioResult], kernel: KernelBuild, profile: str,
                qemu_cmdlines: list[str]) -> dict:
-    failed = next((r for r in results if r.verdict != "ok"), None)
+    failed = next((r for r in results if r.failed), None)
     data = {
         "seed": spec.seed,
         "spec": asdict(spec),

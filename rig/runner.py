@@ -141,8 +141,7 @@ class Suite:
     def _judge_console(self, rec: BootRecord) -> None:
         """The boot's own result: every report of its console that no case has already been judged on (at boot,
         between cases, after the last one, a dead VM's last words, or a case's report that came late)."""
-        judged = {s.line for r in self.results if r.boot == rec.boot for s in r.splats}
-        stray = [s for s in rec.splats if s.line not in judged]
+        stray = rec.unjudged({s.line for r in self.results if r.boot == rec.boot for s in r.splats})
         for s in stray:
             if s.owner:
                 exp = self.expectations.get(s.owner)

@@ -262,3 +262,10 @@ def test_rig_list_kernel_shows_what_applies(capsys):
     out = capsys.readouterr().out
     assert '{"read": "EIO"}' in out and "not in 6.12.117: the bug came with 6.17" in out
     assert main(["list", "--kernel", "banana"]) == 2
+
+
+def test_a_case_failed_by_its_surroundings_still_shows_its_mismatches():
+    # peer.rootbus_opteron_dio on 7.3.4: failed by undeclared kernel messages, and EINVAL where EREMOTEIO is expected
+    j = judge(EXP, {"obs": {"mmap": "EINVAL"}}, problem="unexpected kernel message(s) at warning level or worse: 'x'")
+    assert j.verdict == "fail" and j.reason.startswith("unexpected kernel message")
+    assert j.mismatches == ["mmap: expected 'ENOMEM', observed 'EINVAL'"]

@@ -257,6 +257,25 @@ static void *forker(void *arg)
 	return NULL;
 }
 
+/* keeps an fd on p2pmem/allocate open at all times (a new one before the old one closes), so the kernfs open
+ * node, and the mmap count that the mappers' mmap and last close update, lives from one unbind to the next,
+ * where kernfs_drain_open_files() checks that count */
+static void *holder(void *arg)
+{
+	(void)arg;
+	int held = -1;
+	while (!atomic_load(&stop)) {
+		int fd = open(allocate, O_RDWR);
+		if (held >= 0)
+			close(held);
+		held = fd;
+		usleep(200000);
+	}
+	if (held >= 0)
+		close(held);
+	return NULL;
+}
+
 /* concurrent mmap/munmap without unbind: pages must come back, and only the documented EINVAL may appear */
 static void *churner(void *arg)
 {
@@ -446,6 +465,7 @@ static const struct scenario scenarios[] = {
 	{"gup-unbind", pinner, 1, NULL},
 	{"inflight-peer", peer_reader, 1, NULL},
 	{"surprise-removal", mapper, 0, NULL},
+	{"unbind-held-open", mapper, 1, holder},
 	{"selftest-warn", mapper, 0, NULL},
 	{"selftest-panic", mapper, 0, NULL},
 	{"selftest-hang", mapper, 0, NULL},

@@ -77,5 +77,9 @@ def test_surprise_removal_through_qmp_while_workers_map(tmp_path):
     r, data, _out = race(tmp_path, "--seconds", "25", "--seed", "7", "--scenario", "surprise-removal")
     assert r.returncode == 0, r.stdout + r.stderr
     result = data["results"][0]
-    assert result["verdict"] == "ok" and result["counters"]["cycles"] >= 1  # device_del + device_add done
+    # the kernfs mmap-count race (a known kernel bug, race_known_issues) fires now and then on a removal: then
+    # the scenario is KNOWN, its one report is that bug's, and its invariants still held to the end
+    assert result["verdict"] in ("ok", "known"), result
+    assert all(s["allowed"] for s in result["splats"]) and bool(result["known"]) == bool(result["splats"])
+    assert result["counters"]["cycles"] >= 1  # device_del + device_add done
     assert result["counters"]["available_end"] == result["counters"]["baseline"]
