@@ -50,8 +50,11 @@ def _one_file_rebuild(spec) -> float:
     head = (REPO_ROOT / "tests" / "data" / "p2pdma-6.12.117.c").read_text().splitlines()[:3]
     text = ("--- a/drivers/pci/p2pdma.c\n+++ b/drivers/pci/p2pdma.c\n@@ -1,3 +1,4 @@\n"
             f"+/* p2pdma-rig bench {time.time_ns()} */\n" + "".join(f" {ln}\n" for ln in head))
-    patch = Patch(Path("bench.patch"), 0, "bench: touch drivers/pci/p2pdma.c", text)
-    _, t = _timed(lambda: build_kernel(dataclasses.replace(spec, patches=(patch,)), Progress("bench rebuild")))
+    with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-patch-") as d:
+        path = Path(d) / "bench.patch"  # the manifest records the sha256 of the file a patch came from
+        path.write_text(text)
+        patch = Patch(path, 0, "bench: touch drivers/pci/p2pdma.c", text)
+        _, t = _timed(lambda: build_kernel(dataclasses.replace(spec, patches=(patch,)), Progress("bench rebuild")))
     return t
 
 
