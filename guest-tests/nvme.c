@@ -76,22 +76,6 @@ static unsigned char *ram_zeroed(size_t len)
 	return ram;
 }
 
-/* CPU copies into p2pmem with 8-byte accesses (the CMB is MMIO in QEMU) */
-static void p2p_copy(volatile void *dst, const void *src, size_t len)
-{
-	volatile uint64_t *d = dst;
-	const uint64_t *s = src;
-	for (size_t i = 0; i < len / 8; i++)
-		d[i] = s[i];
-}
-
-static void p2p_zero(volatile void *dst, size_t len)
-{
-	volatile uint64_t *d = dst;
-	for (size_t i = 0; i < len / 8; i++)
-		d[i] = 0;
-}
-
 static int same(const volatile unsigned char *a, const unsigned char *b, size_t len)
 {
 	return hash_bytes(a, len) == hash_bytes(b, len);

@@ -159,23 +159,6 @@ static unsigned char *pattern(size_t len, unsigned seed)
 	return ram;
 }
 
-/* CPU copies into p2pmem with 8-byte accesses: the CMB is MMIO in QEMU, where wide SIMD stores are unsafe
- * under KVM (docs/behaviour.md section 7, rig notes) */
-static void p2p_copy(volatile void *dst, const void *src, size_t len)
-{
-	volatile uint64_t *d = dst;
-	const uint64_t *s = src;
-	for (size_t i = 0; i < len / 8; i++)
-		d[i] = s[i];
-}
-
-static void p2p_zero(volatile void *dst, size_t len)
-{
-	volatile uint64_t *d = dst;
-	for (size_t i = 0; i < len / 8; i++)
-		d[i] = 0;
-}
-
 /* put a pattern on the namespace at `off` with an O_DIRECT write from RAM; returns the RAM copy */
 static unsigned char *preload(int fd, off_t off, size_t len, unsigned seed)
 {

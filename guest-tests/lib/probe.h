@@ -288,6 +288,23 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* CPU copies into p2pmem with 8-byte accesses: the CMB is MMIO in QEMU, where wide SIMD stores are unsafe
+ * under KVM (docs/behaviour.md section 7, rig notes) */
+static void p2p_copy(volatile void *dst, const void *src, size_t len)
+{
+	volatile uint64_t *d = dst;
+	const uint64_t *s = src;
+	for (size_t i = 0; i < len / 8; i++)
+		d[i] = s[i];
+}
+
+static void p2p_zero(volatile void *dst, size_t len)
+{
+	volatile uint64_t *d = dst;
+	for (size_t i = 0; i < len / 8; i++)
+		d[i] = 0;
+}
+
 /* FNV-1a, enough to compare buffers across a DMA round trip */
 static uint64_t hash_bytes(const volatile unsigned char *p, size_t n)
 {
