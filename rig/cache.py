@@ -25,6 +25,15 @@ def digest(*parts: bytes | str) -> str:
     return h.hexdigest()[:20]
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (a kernel .deb is 167 MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 class CacheEntry:
     def __init__(self, root: Path, kind: str, key: str):
         self.base = root / kind

@@ -12,7 +12,6 @@ The host's /etc/apt is only read by apt for its defaults (apt.conf), never writt
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rig.cache import CacheEntry
+from rig.cache import CacheEntry, file_sha256
 from rig.errors import BuildError
 
 MIRROR = os.environ.get("P2PDMA_RIG_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -344,7 +343,7 @@ def fetch(spec: str, cache_root: Path, note=print, cand: Candidate | None = None
                 (tmp / "changelog-head.txt").write_text(head + "\n")
                 (tmp / "package.json").write_text(json.dumps({
                     "package": cand.package, "version": cand.version, "suite": cand.suite, "deb": deb.name,
-                    "deb_sha256": _sha256(deb), "mirror": archive.mirror}, indent=2) + "\n")
+                    "deb_sha256": file_sha256(deb), "mirror": archive.mirror}, indent=2) + "\n")
                 shutil.rmtree(dl)
                 shutil.rmtree(tmp / "usr", ignore_errors=True)
     tarball = next(entry.path.glob(f"{cand.package}.tar.*"))
@@ -354,14 +353,6 @@ def fetch(spec: str, cache_root: Path, note=print, cand: Candidate | None = None
     except (OSError, ValueError):
         deb_sha = ""
     return Fetched(cand, tarball, head, deb_sha)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def available_report(cache_root: Path, note=print) -> str:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rig.cache import CacheEntry, digest
+from rig.cache import CacheEntry, digest, file_sha256
 from rig.errors import BuildError, ConfigError
 
 
@@ -79,7 +79,7 @@ class Patch:
         """`sha256` is that of the file it names (what `sha256sum FILE` prints); an mbox holds several patches,
         so each also has the sha256 of its own message (the patch's identity in cache keys)."""
         return {"file": str(self.source_file), "index": self.index, "subject": self.subject,
-                "sha256": _file_sha256(self.source_file), "message_sha256": self.sha256}
+                "sha256": file_sha256(self.source_file), "message_sha256": self.sha256}
 
 
 # ---------------------------------------------------------------- sources
@@ -105,14 +105,6 @@ def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", s)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def resolve_source(source: str, base_dir: Path | None = None, cache_root: Path | None = None,
                    note=print) -> KernelSource:
     kind, sep, arg = source.partition(":")
@@ -129,7 +121,7 @@ def resolve_source(source: str, base_dir: Path | None = None, cache_root: Path |
     if kind == "tarball" or (not kind and path.is_file()):
         if not path.is_file():
             raise ConfigError(f"kernel source {source!r}: {path} is not a file")
-        sha = _file_sha256(path)
+        sha = file_sha256(path)
         return KernelSource("tarball", _safe(f"tarball-{path.name}-{sha[:12]}"), path, sha)
     if not (path / "Makefile").is_file() or not (path / "Kconfig").is_file():
         raise ConfigError(f"kernel source {source!r}: {path} is not a kernel tree (no Makefile and Kconfig)")
