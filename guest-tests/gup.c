@@ -74,12 +74,15 @@ CASE(dump_user_pages, "DUMP_USER_PAGES_TEST with FOLL_PCI_P2PDMA dumps the page:
 	if (p == MAP_FAILED)
 		probe_fail("mmap");
 	p[0] = 1;
-	/* which_pages[] is 1-based; FOLL_GET (no pin flag in test_flags), so the dump shows exactly +1 */
-	struct gup_test g = {.addr = (uintptr_t)p, .size = PAGE, .nr_pages_per_call = 1, .gup_flags = FOLL_PCI_P2PDMA,
-			     .which_pages = {1}};
-	int rc = ioctl(gfd, DUMP_USER_PAGES_TEST, &g);
-	obs_errno("ioctl", rc ? errno : 0);
-	obs_int("pages", rc ? -1 : (long long)(g.size / PAGE));
+	/* FOLL_GET (no pin flag in test_flags), so the dump shows exactly +1 */
+	struct page_state ps;
+	int got = dump_user_pages(gfd, p, 1, &ps);
+	obs_errno("ioctl", got < 0 ? errno : 0);
+	obs_int("pages", got);
+	if (got == 1) {
+		obs_int("refcount", ps.refcount);
+		obs_int("mapcount", ps.mapcount);
+	}
 	munmap(p, PAGE);
 	close(fd);
 	close(gfd);

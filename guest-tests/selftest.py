@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from rigprobe import case, main, provider  # noqa: E402
+from rigprobe import case, main, memory_file, provider  # noqa: E402
 
 
 @case("panic the kernel (sysrq c): the rig must report a crash and go on in a fresh VM")
@@ -28,7 +28,7 @@ def hang():
 
 @case("gup_test PIN_LONGTERM_BENCHMARK with FOLL_PCI_P2PDMA: WARN_ON_ONCE in is_valid_gup_args (section 3)")
 def warn_gup_longterm():
-    fd = os.open(os.path.join(provider(), "p2pmem", "allocate"), os.O_RDWR)
+    fd = os.open(memory_file(), os.O_RDWR)
     m = mmap.mmap(fd, 16 * 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
     g = os.open("/sys/kernel/debug/gup_test", os.O_RDWR)
@@ -40,7 +40,7 @@ def warn_gup_longterm():
 @case("keep a p2pmem mapping alive in a detached child after the probe returns: the rig must see the pool "
       "short of its baseline, fail this case and give the next one a fresh VM")
 def leak_mapping():
-    fd = os.open(os.path.join(provider(), "p2pmem", "allocate"), os.O_RDWR)
+    fd = os.open(memory_file(), os.O_RDWR)
     m = mmap.mmap(fd, 4 * 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     m[0:1] = b"x"  # the fault takes the pages out of the pool
     if os.fork() == 0:

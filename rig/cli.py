@@ -56,7 +56,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-k", action="append", default=[], metavar="PATTERN", dest="select",
                      help="run only cases whose id matches (glob or substring; repeatable)")
     run.add_argument("--out", metavar="DIR", help="run directory (default: out/<run-id>)")
-    run.add_argument("--semantics", choices=("merged", "v3"), help="expectations for which kernel semantics")
+    run.add_argument("--semantics", choices=("auto", "merged", "v3"),
+                     help="the design of userspace P2P memory to use and judge: auto (default: what the built "
+                          "kernel offers), merged (sysfs p2pmem/allocate) or v3 (the seed's series, /dev/nvmeN)")
     run.add_argument("--shuffle", type=int, metavar="SEED",
                      help="run the cases of each machine in a random order that SEED repeats (isolation check)")
     run.add_argument("--kcidb", metavar="FILE",
@@ -240,7 +242,7 @@ def reproduce_run(args: argparse.Namespace, cfg: RigConfig, spec) -> list[str]:
     argv = ["rig", "run"] + (["--config", cfg.source_file] if args.config else [])
     argv += shlex.split(reproduce_command(spec))[2:]
     for opt, value, default in (("--accel", cfg.machine.accel, "auto"), ("--cpu", cfg.machine.cpu, "auto"),
-                                ("--semantics", cfg.probes.semantics, "merged")):
+                                ("--semantics", cfg.probes.semantics, "auto")):
         if value != default:
             argv += [opt, value]
     argv += [a for p in cfg.probes.select for a in ("-k", p)]
@@ -320,6 +322,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             flag += f"  [since {e.override.since}: {e.override.commit}]"
         elif e.overrides and not args.kernel:
             flag += "".join(f"  [from {o.since}: {json.dumps(o.expect)}]" for o in e.overrides)
+        v3_issue = next((i for i in e.declared_issues if i.semantics == "v3"), None)
+        flag += f"  [v3: {json.dumps(e.expect_v3)}]" if e.expect_v3 is not None else ""
+        flag += f"  [v3: skipped, {e.skip_v3}]" if e.skip_v3 else ""
+        flag += f"  [v3 known issue: {v3_issue.id}]" if v3_issue else ""
         flag += f"  [topology: {e.topology}]" if e.topology != "default" else ""
         flag += f"  [allows splats: {', '.join(e.allow_splats)}]" if e.allow_splats else ""
         flag += "  [manual: only with -k <exact id>]" if e.manual else ""
@@ -349,7 +355,7 @@ def _run_cases_in(cfg, kernel, image, key, run_dir, case_ids, expectations, argv
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     progress = Progress("run")
     progress.note(f"run directory {run_dir}")
-    probe_set = probesmod.prepare(kernel, disks)
+    probe_set = probesmod.prepare(kernel, disks, cfg.cache_path)
     probesmod.check_against(probe_set.cases, list(expectations))
     suite = Suite(cfg, kernel, image, key, run_dir, expectations, probe_set, progress, disks=disks)
     try:
@@ -374,13 +380,30 @@ def _run_cases_in(cfg, kernel, image, key, run_dir, case_ids, expectations, argv
     return data, suite.results, suite.boots
 
 
-def _for_built_kernel(expectations, kernel):
+def _with_semantics(cfg: RigConfig, kernel) -> RigConfig:
+    """`probes.semantics: auto` resolved to the design the built kernel offers (its manifest says, from its
+    System.map); an explicit merged/v3 stays, with a warning when the kernel does not offer it."""
+    import dataclasses
+
+    offered = kernel.manifest.get("p2pmem_semantics", "merged")
+    chosen = cfg.probes.semantics
+    if chosen == "auto":
+        chosen = offered
+        if offered != "merged":
+            print(f"rig: the kernel has the seed's {offered} design (pci_mmap_p2pmem): the probes map /dev/nvmeN "
+                  f"and are judged by its expectations", file=sys.stderr)
+    elif chosen != offered:
+        print(f"rig: warning: --semantics {chosen}, but the kernel offers the {offered} design", file=sys.stderr)
+    return dataclasses.replace(cfg, probes=dataclasses.replace(cfg.probes, semantics=chosen))
+
+
+def _for_built_kernel(expectations, kernel, semantics: str = "merged"):
     """The expectations for the kernel that was built: its manifest's `make kernelrelease`, never a flag."""
     release = kernel.manifest.get("kernelrelease", "")
     if not release:
         print("rig: warning: the kernel's release is unknown; version-keyed expectations are not applied",
               file=sys.stderr)
-    return for_kernel(expectations, release)
+    return for_kernel(expectations, release, semantics)
 
 
 def _selected(cfg: RigConfig, expectations) -> list[str]:
@@ -400,12 +423,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = kernel_spec(cfg)
     run_dir = _new_run_dir(cfg, args.out)
     kernel = build_kernel(spec, Progress("kernel"))
-    expectations = _for_built_kernel(expectations, kernel)
+    run_cfg = _with_semantics(cfg, kernel)  # the reproduce line keeps what was asked (auto)
+    expectations = _for_built_kernel(expectations, kernel, run_cfg.probes.semantics)
     image = build_image(image_spec(cfg), Progress("image"))
     key = ensure_ssh_key(cfg.cache_path)
     _link_latest(cfg, run_dir, "latest")
     reproduce = reproduce_run(args, cfg, spec)
-    data, results, boots = _run_cases(cfg, kernel, image, key, run_dir, case_ids, expectations, reproduce,
+    data, results, boots = _run_cases(run_cfg, kernel, image, key, run_dir, case_ids, expectations, reproduce,
                                       args.shuffle, args.keep_disks)
     if args.kcidb:
         from rig.kcidb import write_kcidb
@@ -458,8 +482,9 @@ def cmd_series(args: argparse.Namespace) -> int:
             break
         step_dir = walk_dir / f"step-{i:02d}"
         step_dir.mkdir()
-        data, results, _boots = _run_cases(cfg, kernel, image, key, step_dir, case_ids,
-                                           _for_built_kernel(expectations, kernel),
+        step_cfg = _with_semantics(cfg, kernel)
+        data, results, _boots = _run_cases(step_cfg, kernel, image, key, step_dir, case_ids,
+                                           _for_built_kernel(expectations, kernel, step_cfg.probes.semantics),
                                            ["rig", "series"] + args.series_file, keep_disks=args.keep_disks)
         steps.append({"step": i, "label": label, "kernel": kernel.key, "exit_code": data["exit_code"],
                       "verdicts": {r.id: r.verdict for r in results}})

@@ -118,8 +118,9 @@ class ProbesConfig:
     # case id patterns (fnmatch, or a substring); empty = every case
     select: tuple[str, ...] = ()
     case_timeout_s: int = 60
-    # kernel semantics the expectations are checked against: "merged" (6.2+) or "v3" (the seed's series)
-    semantics: str = "merged"
+    # the design of userspace P2P memory the probes use and are judged against: "auto" (what the built kernel
+    # offers: v3 when it has the seed's pci_mmap_p2pmem()), "merged" (sysfs p2pmem/allocate, 6.2+) or "v3"
+    semantics: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -288,8 +289,8 @@ def _check(cfg: RigConfig, file: str) -> None:
             _at_least(file, f"{where}[{i}].latency_ns", n.latency_ns, 0, "0 = a real backing file")
             if n.attach not in ("root", "root-port", "switch"):
                 raise ConfigError(f"{file}: '{where}[{i}].attach' must be root, root-port or switch, got {n.attach!r}")
-    if cfg.probes.semantics not in ("merged", "v3"):
-        raise ConfigError(f"{file}: 'probes.semantics' must be merged or v3, got {cfg.probes.semantics!r}")
+    if cfg.probes.semantics not in ("auto", "merged", "v3"):
+        raise ConfigError(f"{file}: 'probes.semantics' must be auto, merged or v3, got {cfg.probes.semantics!r}")
     if cfg.kernel.profile not in cfg.profiles:
         raise ConfigError(
             f"{file}: kernel profile {cfg.kernel.profile!r} is not defined (profiles: {', '.join(sorted(cfg.profiles))})"

@@ -18,12 +18,15 @@ from rig.model import Verdict
 EXPECTATIONS_FILE = REPO_ROOT / "guest-tests" / "expectations.yaml"
 
 HOST_ACTIONS = ("device_del",)
-CASE_KEYS = {"section", "expect", "expect_v3", "dmesg", "topology", "host_action", "manual", "allow_splats",
-             "allow_dmesg"}
+CASE_KEYS = {"section", "expect", "expect_v3", "skip_v3", "dmesg", "topology", "host_action", "manual",
+             "allow_splats", "allow_dmesg"}
+# the designs of userspace P2P memory a kernel can offer (rig.kernel.p2pmem_semantics tells which one it has):
+# "merged" = mmap of sysfs p2pmem/allocate (Linux 6.2 and later); "v3" = the seed's series, mmap of /dev/nvmeN
+SEMANTICS = ("merged", "v3")
 
 
 KNOWN_ISSUE_KEYS = {"id", "cases", "section", "signature", "reason", "seen_in", "since", "since_change",
-                    "fixed_in", "fix_commit", "allow_dmesg"}
+                    "fixed_in", "fix_commit", "allow_dmesg", "semantics", "changes_machine"}
 OVERRIDE_KEYS = {"case", "since", "commit", "reason", "expect", "dmesg", "allow_dmesg"}
 
 
@@ -55,6 +58,15 @@ class KnownIssue:
     fix_commit: str = ""
     # kernel messages (warning level or worse) the buggy kernel logs with it
     allow_dmesg: tuple[str, ...] = ()
+    # whose bug: "merged" (the kernel's), or "v3" (the seed's series: counts only on a kernel with its design,
+    # where it takes the place of a merged issue of the same case)
+    semantics: str = "merged"
+    # what the bug leaves changed in the machine after the case (run_case.py's state items, e.g.
+    # "p2pmem/available" for a leak): not held against the case when the observation has the signature
+    changes_machine: str = ""
+
+    def shown_by(self, observed: dict) -> bool:
+        return not compare(self.signature, observed)
 
     def applies_to(self, release: str) -> bool:
         if not release:
@@ -114,6 +126,15 @@ class Expectation:
     kernel_release: str = ""
     # a known issue of this case that does not apply to kernel_release (fixed there, or not yet there)
     inactive_issue: KnownIssue | None = None
+    # the seed's v3 design: why the case does not apply there ("" = it does)
+    skip_v3: str = ""
+    # every known issue declared for the case (one per semantics); for_kernel picks known_issue among them
+    declared_issues: tuple[KnownIssue, ...] = ()
+    # the case's own `expect` as the table declares it (for_kernel may replace `expect`; None = not replaced yet)
+    declared_expect: dict | None = None
+    # the design the expectation was chosen for (for_kernel), and why the case is skipped on it ("" = run it)
+    semantics: str = "merged"
+    skip: str = ""
 
     def allows(self, splat_title: str) -> bool:
         return any(re.fullmatch(p, splat_title) for p in self.allow_splats)
@@ -125,11 +146,6 @@ class Expectation:
     @property
     def area(self) -> str:
         return self.case_id.split(".", 1)[0]
-
-    def for_semantics(self, semantics: str) -> dict:
-        if semantics == "v3" and self.expect_v3 is not None:
-            return self.expect_v3
-        return self.expect
 
 
 @dataclass(frozen=True)
@@ -147,7 +163,7 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
         raise ConfigError(f"cannot read expectations {path}: {e}")
     if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
         raise ConfigError(f"{path}: needs a 'cases' mapping")
-    issues: dict[str, KnownIssue] = {}
+    issues: dict[tuple[str, str], KnownIssue] = {}  # (semantics, case id) -> its known issue
     for raw in data.get("known_issues") or []:
         if not isinstance(raw.get("signature"), dict) or not raw["signature"]:
             raise ConfigError(f"{path}: known issue {raw.get('id')} needs a 'signature': the observation keys the "
@@ -176,11 +192,17 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
                            str(raw.get("section", "")), dict(raw["signature"]), tuple(str(v) for v in seen),
                            str(raw.get("since") or ""), " ".join(str(raw.get("since_change") or "").split()),
                            str(raw.get("fixed_in") or ""), " ".join(str(raw.get("fix_commit") or "").split()),
-                           _regexes(raw.get("allow_dmesg"), f"{path}: known issue {raw.get('id')}: allow_dmesg"))
+                           _regexes(raw.get("allow_dmesg"), f"{path}: known issue {raw.get('id')}: allow_dmesg"),
+                           str(raw.get("semantics", "merged")), str(raw.get("changes_machine") or ""))
+        if issue.semantics not in SEMANTICS:
+            raise ConfigError(f"{path}: known issue {issue.id}: 'semantics' must be one of {', '.join(SEMANTICS)}")
         for cid in issue.cases:
             if cid not in data["cases"]:
                 raise ConfigError(f"{path}: known issue {issue.id} names unknown case {cid}")
-            issues[cid] = issue
+            if (issue.semantics, cid) in issues:
+                raise ConfigError(f"{path}: case {cid} is in two known issues ({issues[issue.semantics, cid].id}, "
+                                  f"{issue.id}); a case has one known issue per design")
+            issues[issue.semantics, cid] = issue
     overrides: dict[str, list[Override]] = {}
     for raw in data.get("version_overrides") or []:
         if not isinstance(raw, dict):
@@ -223,10 +245,16 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
             raise ConfigError(f"{path}: case {cid!r} has unknown key(s) {', '.join(sorted(unknown))}")
         lists = {key: _regexes(raw.get(key), f"{path}: case {cid!r}: {key}")
                  for key in ("allow_splats", "allow_dmesg", "dmesg")}
-        out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(cid),
+        if raw.get("expect_v3") is not None and not isinstance(raw["expect_v3"], dict):
+            raise ConfigError(f"{path}: case {cid!r}: 'expect_v3' must be a mapping")
+        if raw.get("expect_v3") is not None and raw.get("skip_v3"):
+            raise ConfigError(f"{path}: case {cid!r} has both 'expect_v3' and 'skip_v3'")
+        out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(("merged", cid)),
                                lists["dmesg"], str(raw.get("topology", "default")),
                                str(raw.get("host_action", "")), bool(raw.get("manual", False)),
-                               lists["allow_splats"], lists["allow_dmesg"], tuple(overrides.get(cid, ())))
+                               lists["allow_splats"], lists["allow_dmesg"], tuple(overrides.get(cid, ())),
+                               skip_v3=" ".join(str(raw.get("skip_v3") or "").split()),
+                               declared_issues=tuple(i for (_, c), i in issues.items() if c == cid))
         action = out[cid].host_action.split()
         if action and (action[0] not in HOST_ACTIONS or len(action) != 2):
             raise ConfigError(f"{path}: case {cid!r}: host_action must be one of "
@@ -331,17 +359,23 @@ def _regexes(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def for_kernel(expectations: dict[str, Expectation], release: str) -> dict[str, Expectation]:
-    """The expectations for the kernel actually built (its manifest's `make kernelrelease`): the newest
-    version override whose `since` is not after it replaces the case's expect/dmesg/allow_dmesg, and a known
-    issue counts only from its `since` up to its `fixed_in`. Pure."""
+def for_kernel(expectations: dict[str, Expectation], release: str,
+               semantics: str = "merged") -> dict[str, Expectation]:
+    """The expectations for the kernel actually built (its manifest's `make kernelrelease`, and the design of
+    userspace P2P memory it offers): the newest version override whose `since` is not after it replaces the
+    case's expect/dmesg/allow_dmesg, and a known issue counts only from its `since` up to its `fixed_in`.
+    On the v3 design, a case's expect_v3, skip_v3 and v3 known issue take the place of the merged ones. Pure."""
+    if semantics not in SEMANTICS:
+        raise ValueError(f"unknown semantics {semantics!r}")
     out = {}
     for cid, e in expectations.items():
         ov = None
         if release:
             fitting = [o for o in e.overrides if kernel_version(o.since) <= kernel_version(release)]
             ov = max(fitting, key=lambda o: kernel_version(o.since), default=None)
-        changes: dict[str, Any] = {"override": ov, "kernel_release": release}
+        base = e.declared_expect if e.declared_expect is not None else e.expect
+        changes: dict[str, Any] = {"override": ov, "kernel_release": release, "declared_expect": base,
+                                   "expect": base}
         if ov is not None:
             if ov.expect is not None:
                 changes["expect"] = ov.expect
@@ -349,8 +383,23 @@ def for_kernel(expectations: dict[str, Expectation], release: str) -> dict[str, 
                 changes["dmesg"] = ov.dmesg
             if ov.allow_dmesg is not None:
                 changes["allow_dmesg"] = ov.allow_dmesg
-        issue = e.known_issue or e.inactive_issue
-        if issue is not None:
+        changes["semantics"], changes["skip"] = semantics, ""
+        if semantics == "v3":
+            if e.expect_v3 is not None:
+                changes["expect"] = e.expect_v3
+            changes["skip"] = e.skip_v3
+        declared = e.declared_issues or tuple(i for i in (e.known_issue, e.inactive_issue) if i is not None)
+        changes["declared_issues"] = declared
+        by_semantics = {i.semantics: i for i in declared}
+        # the seed's series is built on a merged kernel: that kernel's bugs stay on v3, unless v3 has its own for
+        # the case, or an expect_v3 (a v3 expectation is the whole story there: the merged bug's signature was
+        # written for the merged mapping)
+        issue = by_semantics.get(semantics)
+        if issue is None and not (semantics == "v3" and e.expect_v3 is not None):
+            issue = by_semantics.get("merged")
+        if issue is None:
+            changes["known_issue"] = changes["inactive_issue"] = None
+        else:
             active = issue.applies_to(release)
             changes["known_issue"] = issue if active else None
             changes["inactive_issue"] = None if active else issue
@@ -381,16 +430,15 @@ def compare(expected: dict, observed: dict) -> list[str]:
     return out
 
 
-def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged", problem: str = "",
-          dmesg: str = "") -> Judgement:
+def judge(exp: Expectation, probe_result: dict | None, problem: str = "", dmesg: str = "") -> Judgement:
     """Verdict for one case. `problem` is what went wrong around the probe (timeout, crash, splat);
     `dmesg` is what the kernel logged during the case."""
-    expected = exp.for_semantics(semantics)
+    expected = exp.expect
     if exp.dmesg:
         expected = {**expected, "dmesg": list(exp.dmesg)}
     if problem:
         # the observation is still shown against the expectation, so a report says everything that went wrong
-        seen = compare(exp.for_semantics(semantics), probe_result["obs"]) if (probe_result or {}).get("obs") else []
+        seen = compare(exp.expect, probe_result["obs"]) if (probe_result or {}).get("obs") else []
         return Judgement(Verdict.ERROR if probe_result is None else Verdict.FAIL, expected, seen, problem)
     if probe_result is None:
         return Judgement(Verdict.ERROR, expected, [], "the probe printed no result")
@@ -399,7 +447,7 @@ def judge(exp: Expectation, probe_result: dict | None, semantics: str = "merged"
     if "error" in probe_result:
         return Judgement(Verdict.ERROR, expected, [], f"probe could not run: {probe_result['error']}")
     observed = probe_result.get("obs") or {}
-    mismatches = compare(exp.for_semantics(semantics), observed)
+    mismatches = compare(exp.expect, observed)
     for pattern in exp.dmesg:
         if not re.search(pattern, dmesg):
             mismatches.append(f"dmesg: expected a line matching {pattern!r}, none logged during the case")

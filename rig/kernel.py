@@ -54,6 +54,16 @@ class KernelBuild:
     manifest: dict
 
 
+# a symbol only the seed's series (v3 19/20 and its successors) defines: userspace maps P2P memory through a
+# driver's mmap (v3 20/20: /dev/nvmeN), where merged kernels have sysfs p2pmem/allocate
+V3_SYMBOL = "pci_mmap_p2pmem"
+
+
+def p2pmem_semantics(system_map: str) -> str:
+    """The design of userspace P2P memory a kernel offers, from its System.map: "v3" or "merged"."""
+    return "v3" if re.search(rf"^\S+ [tT] {V3_SYMBOL}$", system_map, re.M) else "merged"
+
+
 def has_dwarf(kernel: KernelBuild) -> bool:
     """file:line in a decoded trace needs the kernel's DWARF (the debug profile has it, the default does not)."""
     return "\nCONFIG_DEBUG_INFO=y" in "\n" + kernel.config.read_text(errors="replace")
@@ -424,6 +434,7 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
             "fragments": fragments_manifest(spec),
             "kconfig_add": list(spec.kconfig_add),
             "kernelrelease": release,
+            "p2pmem_semantics": p2pmem_semantics((out / "System.map").read_text(errors="replace")),
             # options a fragment names by their older name, absent from this tree (`# rig-renamed:`)
             "renamed_options": renamed,
             "config_sha256": hashlib.sha256(final_config.encode()).hexdigest(),
@@ -479,6 +490,11 @@ def load_build(path: Path) -> KernelBuild:
                 manifest["kernelrelease"] = bzimage_release(f.read(0x8000))
         except OSError:
             manifest["kernelrelease"] = ""
+    if "p2pmem_semantics" not in manifest:  # a build from before the manifest recorded it
+        try:
+            manifest["p2pmem_semantics"] = p2pmem_semantics((path / "System.map").read_text(errors="replace"))
+        except OSError:
+            manifest["p2pmem_semantics"] = "merged"
     src = manifest.get("source") or {}
     deb = src.get("debian")
     if isinstance(deb, dict) and not deb.get("deb_sha256"):

@@ -21,6 +21,10 @@ from rig.vm import RunningVM
 CONSOLE_AREA = "kernel"
 
 
+# where a probe gets its P2P memory on each design (probe.h and rigprobe.py read P2PDMA_MEMORY)
+MEMORY_OF = {"merged": "sysfs-allocate", "v3": "nvme-chardev"}
+
+
 def console_case_id(boot: int) -> str:
     return f"{CONSOLE_AREA}.console.boot-{boot}"
 
@@ -55,12 +59,22 @@ class Suite:
         self.message_rules: MessageRules = load_message_rules()
         # per boot: the kernel's messages at warning level or worse outside every case (boot, between cases)
         self._outside_messages: dict[int, list[str]] = {}
+        self._server: probesmod.CaseServer | None = None  # the guest's case server of the current VM
+
+    def _server_for(self, vm: RunningVM, semantics: str) -> probesmod.CaseServer:
+        if self._server is None or self._server.vm is not vm or self._server.memory != MEMORY_OF[semantics]:
+            if self._server is not None:
+                self._server.close()
+            self._server = probesmod.CaseServer(vm, MEMORY_OF[semantics])
+        return self._server
 
     @property
     def boots(self) -> list[BootRecord]:
         return self.session.boots
 
     def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
         self.session.close()
 
     def __enter__(self) -> "Suite":
@@ -72,6 +86,14 @@ class Suite:
     # ------------------------------------------------------------ cases
     def run_one(self, case_id: str) -> CaseResult:
         exp = self.expectations[case_id]
+        if exp.skip:
+            # the case means nothing on this design (expectations.yaml says why): not run, never a pass
+            result = CaseResult(id=case_id, area=exp.area, description=self.probe_set.cases.get(case_id, ""),
+                                section=exp.section, verdict=Verdict.SKIP, expected=exp.expect, observed=None,
+                                mismatches=[], reason=f"not on the {exp.semantics} design: {exp.skip}",
+                                duration_s=0.0, boot=0, dmesg="", splats=[], known_issue=None)
+            self.results.append(result)
+            return result
         if exp.topology not in ("default", *self.cfg.topologies):
             raise ConfigError(f"case {case_id} needs topology {exp.topology!r}, which rig.yaml does not define")
         vm = self.session.vm_for(exp.topology)
@@ -82,7 +104,7 @@ class Suite:
         t0 = time.monotonic()
         during = (lambda: self._host_action(vm, case_id, exp.host_action)) if exp.host_action else None
         try:
-            run = probesmod.run_case(vm, case_id, timeout, during=during)
+            run = self._server_for(vm, exp.semantics).run(case_id, timeout, during=during)
         except GuestError as e:
             guest_lost = str(e)
             run = probesmod.CaseRun(case_id, None, "", time.monotonic() - t0, "")
@@ -110,9 +132,9 @@ class Suite:
                             + "; ".join(repr(m[:160]) for m in complaints[:5]))
         # a case must leave the machine as it found it (provider bound, pool whole, nothing mounted); the host
         # action cases change the machine on purpose and always end their VM
-        if run.state_change and not exp.host_action:
+        if run.state_change and not exp.host_action and not self._known_change(exp, run):
             problems.append("the case left the machine changed: " + run.state_change)
-        judgement = judge(exp, run.result, self.cfg.probes.semantics, "; ".join(problems), dmesg)
+        judgement = judge(exp, run.result, "; ".join(problems), dmesg)
         result = CaseResult(
             id=case_id, area=exp.area, description=self.probe_set.cases.get(case_id, ""), section=exp.section,
             verdict=judgement.verdict, expected=judgement.expected,
@@ -129,6 +151,16 @@ class Suite:
         elif exp.host_action:
             self.session.retire(f"after {case_id}: the host changed the machine ({exp.host_action})")
         return result
+
+    @staticmethod
+    def _known_change(exp: Expectation, run) -> bool:
+        """The change is the case's known bug at work (a leak that shows in `available`): the observation has
+        the issue's signature and every changed item is one the issue names. The VM is retired all the same."""
+        issue = exp.known_issue
+        if issue is None or not issue.changes_machine or not run.result or not run.result.get("obs"):
+            return False
+        changes = run.state_change.split("; ")
+        return issue.shown_by(run.result["obs"]) and all(issue.changes_machine in c for c in changes)
 
     def _host_action(self, vm: RunningVM, case_id: str, action: str) -> None:
         """Wait for the probe's ready marker, then act on the machine through QMP."""

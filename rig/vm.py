@@ -241,12 +241,69 @@ class RunningVM:
             raise GuestError(f"SSH to the guest failed ({e.__class__.__name__}: {e})") from e
         return CommandResult(r.exited, r.stdout, r.stderr)
 
+    def stream(self, command: str) -> "GuestStream":
+        """A long-running guest command on its own SSH channel, spoken to line by line (stdin in, stdout and
+        stderr out together): one process serves many requests without an SSH session and an exec each."""
+        try:
+            conn = self.connection()
+            conn.open()
+            chan = conn.client.get_transport().open_session()
+            chan.set_combine_stderr(True)
+            chan.exec_command(command)
+        except Exception as e:  # paramiko's SSHException, OSError, EOFError
+            self._drop_connection()
+            raise GuestError(f"SSH to the guest failed ({e.__class__.__name__}: {e})") from e
+        return GuestStream(chan, command)
+
     def put(self, local: Path, remote: str) -> None:
         self.connection().put(str(local), remote)
 
     def ssh_command(self) -> str:
         return (f"ssh -i {self.key.private} -p {self.cmd.ssh_port} -o StrictHostKeyChecking=no "
                 f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1")
+
+
+class GuestStream:
+    """See RunningVM.stream. Every failure to talk to the command is a GuestError (the guest stopped answering,
+    or the command ended)."""
+
+    def __init__(self, channel, command: str):
+        self._chan, self.command = channel, command
+        self._buf = b""
+
+    def send_line(self, text: str) -> None:
+        try:
+            self._chan.sendall((text + "\n").encode())
+        except (OSError, EOFError) as e:
+            raise GuestError(f"guest command {self.command!r} no longer reads its input ({e})") from e
+
+    def read_line(self, timeout: float) -> str:
+        """The next line of output; GuestError if none comes within `timeout` seconds or the command ended."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GuestError(f"guest command {self.command!r} gave no answer in {timeout:.0f}s")
+            self._chan.settimeout(min(left, 1.0))
+            try:
+                data = self._chan.recv(65536)
+            except socket.timeout:
+                continue
+            except (OSError, EOFError) as e:
+                raise GuestError(f"guest command {self.command!r}: SSH failed ({e})") from e
+            if not data:
+                status = self._chan.recv_exit_status() if self._chan.exit_status_ready() else "unknown"
+                raise GuestError(f"guest command {self.command!r} ended (exit {status})"
+                                 + (f": {self._buf.decode(errors='replace')[-300:]}" if self._buf else ""))
+            self._buf += data
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def close(self) -> None:
+        try:
+            self._chan.close()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 class DiskDir:

@@ -94,7 +94,7 @@ CASES = [
     ("unknown attach", lambda t: ["run", "--config", yaml_file(t, "machine:\n  nvme:\n    - {attach: bus}\n")],
      "attach' must be root, root-port or switch"),
     ("unknown semantics", lambda t: ["run", "--config", yaml_file(t, "probes:\n  semantics: v4\n")],
-     "'probes.semantics' must be merged or v3"),
+     "'probes.semantics' must be auto, merged or v3"),
     ("misspelt key", lambda t: ["run", "--config", yaml_file(t, "machin:\n  smp: 2\n")], "unknown key 'machin'"),
     ("malformed yaml", lambda t: ["run", "--config", yaml_file(t, "machine: [\n")], "malformed YAML"),
     ("missing config", lambda t: ["run", "--config", "/nonexistent.yaml"], "cannot read config file"),

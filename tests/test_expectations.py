@@ -32,8 +32,28 @@ def test_pass_and_fail():
 
 
 def test_v3_semantics_use_their_own_expectation():
-    assert judge(EXP, {"obs": {"mmap": "OK", "first_touch": "SIGBUS"}}, "v3").verdict == "pass"
-    assert judge(EXP, {"obs": {"mmap": "ENOMEM"}}, "v3").verdict == "fail"
+    v3 = for_kernel({EXP.case_id: EXP}, "6.12.117", "v3")[EXP.case_id]
+    assert judge(v3, {"obs": {"mmap": "OK", "first_touch": "SIGBUS"}}).verdict == "pass"
+    assert judge(v3, {"obs": {"mmap": "ENOMEM"}}).verdict == "fail"
+    # and back: the merged expectation is still there
+    merged = for_kernel({EXP.case_id: v3}, "6.12.117")[EXP.case_id]
+    assert judge(merged, {"obs": {"mmap": "ENOMEM"}}).verdict == "pass"
+
+
+def test_a_v3_known_issue_counts_only_on_the_v3_design_and_a_merged_one_stays_under_it():
+    kernel_bug = KnownIssue("kbug", ("gup.x",), "6.12 bug", "4", {"pinned": 3})
+    seed_bug = KnownIssue("seed", ("gup.y",), "GUP should also reject this memory for FOLL_LONGTERM", "4",
+                          {"pinned": 8}, semantics="v3")
+    exps = {"gup.x": Expectation("gup.x", "4", {"pinned": 0}, None, kernel_bug, declared_issues=(kernel_bug,)),
+            "gup.y": Expectation("gup.y", "4", {"pinned": 0}, declared_issues=(seed_bug,)),
+            "gup.z": Expectation("gup.z", "4", {"pinned": 0}, skip_v3="no sysfs file on v3")}
+    merged, v3 = for_kernel(exps, "6.12.117"), for_kernel(exps, "6.12.117", "v3")
+    assert merged["gup.y"].known_issue is None and judge(merged["gup.y"], {"obs": {"pinned": 8}}).verdict == "fail"
+    assert judge(v3["gup.y"], {"obs": {"pinned": 8}}).verdict == "xfail"
+    assert judge(v3["gup.y"], {"obs": {"pinned": 0}}).verdict == "xpass"
+    assert v3["gup.x"].known_issue is kernel_bug  # the series sits on a 6.12 kernel with its bugs
+    assert v3["gup.z"].skip == "no sysfs file on v3" and merged["gup.z"].skip == ""
+    assert for_kernel(v3, "6.12.117")["gup.y"].known_issue is None
 
 
 def test_known_issue_xfail_then_xpass():

@@ -112,3 +112,16 @@ def test_renamed_option_holds_on_both_kernels():
     # a typo is not a rename
     typo = [("CONFIG_PROC_SYSCTLL", "y", "is not set")]
     assert excuse_renamed(typo, renames, new, wanted)[0] == typo
+
+
+def test_the_p2pmem_design_is_read_from_the_kernels_system_map():
+    """Excerpts of real System.map files (the p2pdma.c symbols): the seed series' kernel defines
+    pci_mmap_p2pmem (T), a merged kernel does not; a __ksymtab_ entry alone (r) does not count."""
+    from rig.kernel import p2pmem_semantics
+
+    v3 = (DATA / "systemmap" / "6.12.117-seed-v3.excerpt").read_text()
+    merged = (DATA / "systemmap" / "7.3.4.excerpt").read_text()
+    assert p2pmem_semantics(v3) == "v3"
+    assert p2pmem_semantics(merged) == "merged"
+    only_ksymtab = "\n".join(line for line in v3.splitlines() if not line.endswith(" T pci_mmap_p2pmem"))
+    assert "__ksymtab_pci_mmap_p2pmem" in only_ksymtab and p2pmem_semantics(only_ksymtab) == "merged"

@@ -180,10 +180,39 @@ static long long p2p_attr(const char *name)
 
 static long long p2p_available(void) { return p2p_attr("available"); }
 
+/*
+ * Where P2P memory is mapped from: P2PDMA_MEMORY=sysfs-allocate (merged kernels: p2pmem/allocate) or
+ * nvme-chardev (the seed's v3 series, 20/20: the provider's NVMe controller, /dev/nvmeN). The rig chooses it
+ * from the kernel it built.
+ */
+static int p2p_v3(void)
+{
+	const char *m = getenv("P2PDMA_MEMORY");
+	return m && !strcmp(m, "nvme-chardev");
+}
+
+/* the file p2p_open() opens: <provider>/p2pmem/allocate, or /dev/nvmeN of the provider's controller */
+static int p2p_memory_path(char *out, size_t len)
+{
+	if (!p2p_v3()) {
+		snprintf(out, len, "%s/p2pmem/allocate", p2p_dev);
+		return 0;
+	}
+	char pattern[512];
+	glob_t g;
+	snprintf(pattern, sizeof(pattern), "%s/nvme/nvme*", p2p_dev);
+	if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc == 0)
+		return -1;
+	snprintf(out, len, "/dev/%s", strrchr(g.gl_pathv[0], '/') + 1);
+	globfree(&g);
+	return 0;
+}
+
 static int p2p_open(void)
 {
 	char path[512];
-	snprintf(path, sizeof(path), "%s/p2pmem/allocate", p2p_dev);
+	if (p2p_memory_path(path, sizeof(path)) < 0)
+		probe_fail("the provider %s has no NVMe controller (nvme/nvme*): no /dev/nvmeN to map", p2p_bdf);
 	int fd = open(path, O_RDWR);
 	if (fd < 0)
 		probe_fail("open %s", path);

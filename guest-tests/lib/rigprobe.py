@@ -44,6 +44,18 @@ def provider():
     return os.path.dirname(found[0])
 
 
+def memory_file():
+    """The file P2P memory is mapped from (probe.h's p2p_memory_path): p2pmem/allocate, or /dev/nvmeN of the
+    provider's controller when P2PDMA_MEMORY=nvme-chardev (the seed's v3 series)."""
+    d = provider()
+    if os.environ.get("P2PDMA_MEMORY") != "nvme-chardev":
+        return os.path.join(d, "p2pmem", "allocate")
+    found = sorted(glob.glob(os.path.join(d, "nvme", "nvme*")))
+    if not found:
+        raise ProbeError(f"{d} has no NVMe controller (nvme/nvme*): no /dev/nvmeN to map")
+    return "/dev/" + os.path.basename(found[0])
+
+
 def main(area):
     args = sys.argv[1:]
     if args == ["--list"]:
