@@ -255,6 +255,25 @@ class RunningVM:
             raise GuestError(f"SSH to the guest failed ({e.__class__.__name__}: {e})") from e
         return GuestStream(chan, command)
 
+    def run_with_input(self, command: str, data: bytes, timeout: float = 60) -> CommandResult:
+        """Run a guest command with `data` as its stdin (e.g. a tar stream into `tar -x`): one exec channel,
+        where an SFTP upload first starts an sftp-server in the guest (about 1.3 s under TCG)."""
+        try:
+            conn = self.connection()
+            conn.open()
+            chan = conn.client.get_transport().open_session()
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            chan.sendall(data)
+            chan.shutdown_write()
+            out, err = chan.makefile("rb").read(), chan.makefile_stderr("rb").read()
+            status = chan.recv_exit_status()
+            chan.close()
+        except Exception as e:  # socket.timeout, paramiko's SSHException, OSError, EOFError
+            self._drop_connection()
+            raise GuestError(f"guest command {command!r} with input failed ({e.__class__.__name__}: {e})") from e
+        return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
+
     def put(self, local: Path, remote: str) -> None:
         self.connection().put(str(local), remote)
 
