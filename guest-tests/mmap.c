@@ -511,7 +511,7 @@ CASE(concurrent_first_touch, "threads touching a fresh mapping at the same momen
 	int iterations = 0, leaking = 0, map_failed = 0;
 	double deadline = now_s() + 8;
 	/* until the first leak: one is the bug shown, and the pool is not drained for the cases after */
-	while (!leaking && iterations < 5000 && now_s() < deadline) {
+	while (!leaking && iterations < 2000 && now_s() < deadline) {
 		long long avail = p2p_available();
 		void *p = p2p_map(fd, FIRST_TOUCH_PAGES * PAGE);
 		if (p == MAP_FAILED) {

@@ -355,7 +355,7 @@ def _run_cases_in(cfg, kernel, image, key, run_dir, case_ids, expectations, argv
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     progress = Progress("run")
     progress.note(f"run directory {run_dir}")
-    probe_set = probesmod.prepare(kernel, disks, cfg.cache_path)
+    probe_set = probesmod.prepare(kernel, disks, cfg.cache_path, image.recipe.get("suite", ""))
     probesmod.check_against(probe_set.cases, list(expectations))
     suite = Suite(cfg, kernel, image, key, run_dir, expectations, probe_set, progress, disks=disks)
     try:

@@ -70,6 +70,9 @@ class MachineConfig:
     memory_mb: int = 1024
     smp: int = 2
     boot_timeout_s: int = 120
+    # VMs of the coming topologies booted in the background while the current one runs its cases (0 = each
+    # boots when its first case comes); each costs its memory_mb while it waits
+    boot_ahead: int = 2
     kernel_cmdline: str = ""  # appended to the rig's own command line
     qemu_binary: str = "qemu-system-x86_64"  # name on PATH or a path (a QEMU built by hand)
     nvme: tuple[NvmeConfig, ...] = (NvmeConfig(),)
@@ -267,6 +270,7 @@ def _check(cfg: RigConfig, file: str) -> None:
     if m.smp > 64:
         raise ConfigError(f"{file}: 'machine.smp' must be at most 64, got {m.smp}")
     _at_least(file, "machine.boot_timeout_s", m.boot_timeout_s, 1, "seconds to wait for the guest's SSH")
+    _at_least(file, "machine.boot_ahead", m.boot_ahead, 0, "0 boots every VM when its first case comes")
     _at_least(file, "probes.case_timeout_s", cfg.probes.case_timeout_s, 1, "seconds before a case's watchdog")
     _at_least(file, "kernel.jobs", cfg.kernel.jobs, 0, "0 = one make job per CPU")
     _at_least(file, "image.size_mb", cfg.image.size_mb, 512, "the guest's root file system")

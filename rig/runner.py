@@ -44,6 +44,22 @@ def run_order(case_ids: list[str], expectations: dict[str, Expectation], shuffle
     return out
 
 
+def upcoming_boots(case_ids: list[str], i: int, expectations: dict[str, Expectation]) -> list[str]:
+    """The topologies of the VMs the cases from case_ids[i] on will certainly need after the one case i runs
+    in: one per change of topology, and the same topology again after a case with a host action (it always
+    ends its VM). Pure."""
+    out: list[str] = []
+    current = expectations[case_ids[i]].topology
+    for prev, cid in zip(case_ids[i:], case_ids[i + 1:]):
+        exp = expectations[cid]
+        if exp.skip:
+            continue
+        if exp.topology != current or expectations[prev].host_action:
+            out.append(exp.topology)
+            current = exp.topology
+    return out
+
+
 class Suite:
     def __init__(self, cfg: RigConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, run_dir,
                  expectations: dict[str, Expectation], probe_set: probesmod.ProbeSet,
@@ -60,6 +76,8 @@ class Suite:
         # per boot: the kernel's messages at warning level or worse outside every case (boot, between cases)
         self._outside_messages: dict[int, list[str]] = {}
         self._server: probesmod.CaseServer | None = None  # the guest's case server of the current VM
+        # how many of the VMs the next cases need boot while the current one runs its cases (machine.boot_ahead)
+        self.boot_ahead = cfg.machine.boot_ahead
 
     def _server_for(self, vm: RunningVM, semantics: str) -> probesmod.CaseServer:
         if self._server is None or self._server.vm is not vm or self._server.memory != MEMORY_OF[semantics]:
@@ -202,6 +220,10 @@ class Suite:
     def run_all(self, case_ids: list[str]) -> list[CaseResult]:
         for n, cid in enumerate(case_ids, 1):
             r = self.run_one(cid)
+            # after the case, so that the VM in use booted first (and has the lower boot number)
+            if self.boot_ahead:
+                for topology in upcoming_boots(case_ids, n - 1, self.expectations)[:self.boot_ahead]:
+                    self.session.prefetch(topology)
             self.progress.note(f"[{n:3d}/{len(case_ids)}] {r.verdict.upper():5s} {cid}"
                                + (f"  ({r.reason[:90]})" if r.verdict != Verdict.PASS and r.reason else ""))
         return self.results

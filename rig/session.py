@@ -6,6 +6,7 @@ Slices come from the `p2pdma-rig: begin/end <id>` lines the guest writes to /dev
 scenario (rig.console.case_slices). A report outside every slice belongs to the boot itself."""
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ from rig.image import GuestImage, SshKey
 from rig.kernel import KernelBuild, decode_stacktrace, has_dwarf
 from rig.model import BootRecord, SplatRecord
 from rig.progress import Progress
-from rig.vm import DiskDir, RunningVM, start_vm
+from rig.vm import DiskDir, RunningVM, launch_vm, start_vm
 
 NO_DWARF_NOTE = ("this kernel has no DWARF (CONFIG_DEBUG_INFO off), so file:line shows as '?'; run with "
                  "--profile debug to get them")
@@ -39,6 +40,10 @@ class VMSession:
         self.vm: RunningVM | None = None
         self.boots: list[BootRecord] = []
         self._decoded: dict[str, str] = {}  # splat text -> decoded trace
+        self._booted = 0  # boot numbers handed out (a VM booted ahead takes its number when it starts)
+        # VMs booting ahead of their turn (prefetch): topology -> (the VM, its wait for SSH and preparation)
+        self._ahead: dict[str, tuple[RunningVM, Future]] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------ VMs
     @property
@@ -52,21 +57,59 @@ class VMSession:
                 self.retire("QEMU exited")
             elif self.topology != topology:
                 self.retire(f"next work needs topology {topology}")
-        return self.vm or self._boot(topology)
+        return self.vm or self._take_ahead(topology) or self._boot(topology)
+
+    def prefetch(self, topology: str) -> None:
+        """Boot a VM of `topology` now, in the background (SSH wait and preparation in a worker thread), for a
+        later vm_for(topology): its boot overlaps the cases of the VM in use. One per topology at a time."""
+        if topology in self._ahead:
+            return
+        n = self._booted = self._booted + 1
+        workdir, scratch = self.run_dir / f"boot-{n}", self.disks / f"boot-{n}"
+        vm = launch_vm(self.cfg.machine_for(topology), self.kernel, self.image, self.key, workdir, boot=n,
+                       disks=scratch)  # QEMU is started by this (the main) thread: it dies with it
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="boot-ahead")
+
+        def ready() -> None:
+            vm.wait_ready(vm.boot_timeout_s)
+            if self._prepare:
+                self._prepare(vm, scratch)
+
+        self._ahead[topology] = (vm, self._pool.submit(ready))
+
+    def _take_ahead(self, topology: str) -> RunningVM | None:
+        """The VM booted ahead for this topology, once it is ready; None if there is none or it failed (its
+        console log stays in its boot directory; the caller then boots one the ordinary way)."""
+        if topology not in self._ahead:
+            return None
+        vm, fut = self._ahead.pop(topology)
+        try:
+            fut.result()
+        except BaseException as e:  # noqa: BLE001 - a failed early boot is retried in the foreground
+            vm.stop()
+            self.progress.note(f"VM {vm.boot} ({topology}), booted ahead, failed ({e.__class__.__name__}: "
+                               f"{str(e).splitlines()[0][:200]}); booting it again")
+            return None
+        return self._use(vm, topology, prepared=True)
 
     def _boot(self, topology: str) -> RunningVM:
-        n = len(self.boots) + 1
+        n = self._booted = self._booted + 1
         workdir, scratch = self.run_dir / f"boot-{n}", self.disks / f"boot-{n}"
         self.progress.update(f"booting VM {n} (topology {topology})")
         vm = start_vm(self.cfg.machine_for(topology), self.kernel, self.image, self.key, workdir, boot=n,
                       progress=self.progress, disks=scratch)
-        self.boots.append(BootRecord(n, topology, workdir, vm.ready_s, vm.cmd.accel, vm.cmd.shell()))
+        return self._use(vm, topology, prepared=False)
+
+    def _use(self, vm: RunningVM, topology: str, prepared: bool) -> RunningVM:
+        self.boots.append(BootRecord(vm.boot, topology, vm.workdir, vm.ready_s, vm.cmd.accel, vm.cmd.shell()))
         self.vm = vm
-        self.progress.note(f"VM {n} ({topology}) up in {vm.ready_s:.1f}s ({vm.cmd.accel}: {vm.cmd.accel_reason}); "
-                           f"ssh: {vm.ssh_command()}")
-        if self._prepare:
+        ahead = " (booted ahead)" if prepared else ""
+        self.progress.note(f"VM {vm.boot} ({topology}) up in {vm.ready_s:.1f}s{ahead} ({vm.cmd.accel}: "
+                           f"{vm.cmd.accel_reason}); ssh: {vm.ssh_command()}")
+        if self._prepare and not prepared:
             try:
-                self._prepare(vm, scratch)
+                self._prepare(vm, self.disks / f"boot-{vm.boot}")
             except BaseException:
                 self.retire("preparing the VM failed")
                 raise
@@ -97,6 +140,16 @@ class VMSession:
         try:
             self.retire("end of run")
         finally:
+            # VMs booted ahead and never used: stopped (their wait ends with QEMU), nothing of them is judged
+            for vm, fut in self._ahead.values():
+                vm.stop()
+                try:
+                    fut.result(timeout=60)
+                except BaseException:  # noqa: BLE001 - it was never used
+                    pass
+            self._ahead.clear()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             if self._own_disks is not None:
                 self._own_disks.close()
 

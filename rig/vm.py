@@ -113,6 +113,7 @@ class RunningVM:
         self.boot = boot
         self.started = time.monotonic()
         self.ready_s: float | None = None
+        self.boot_timeout_s = 60.0
         self._child: pexpect.spawn | None = None
         self.console: Console | None = None
         self._conn = None
@@ -352,6 +353,20 @@ def start_vm(
 ) -> RunningVM:
     """Start QEMU, wait for SSH. Console log and QEMU command line go to workdir; the root overlay and NVMe
     backing files to `disks` (default: workdir). Caller must stop()."""
+    return _start(machine, kernel, image, key, workdir, boot, progress, disks, wait=True)
+
+
+def launch_vm(
+    machine: MachineConfig, kernel: KernelBuild, image: GuestImage, key: SshKey, workdir: Path, *,
+    boot: int = 1, disks: Path | None = None,
+) -> RunningVM:
+    """Start QEMU and return at once; the caller waits with wait_ready() (from any thread) and must stop().
+    QEMU dies with the thread that started it (PR_SET_PDEATHSIG), so call this from one that lives as long as
+    the VM: the rig's main thread."""
+    return _start(machine, kernel, image, key, workdir, boot, None, disks, wait=False)
+
+
+def _start(machine, kernel, image, key, workdir, boot, progress, disks, wait: bool) -> RunningVM:
     qemu = shutil.which(machine.qemu_binary)
     if not qemu:
         raise BootError(f"QEMU binary {machine.qemu_binary!r} not found. Fix: run `make deps` (installs "
@@ -384,6 +399,9 @@ def start_vm(
         )
         (workdir / "qemu-cmdline.txt").write_text(cmd.shell() + "\n")
         vm = RunningVM(cmd, key, workdir, sockdir, boot).start()
+        vm.boot_timeout_s = machine.boot_timeout_s
+        if not wait:
+            return vm
         try:
             vm.wait_ready(machine.boot_timeout_s, progress)
             return vm

@@ -30,8 +30,8 @@ def stack():
 
 @pytest.fixture(scope="session")
 def probe_set(stack, tmp_path_factory):
-    _cfg, kernel, _image, _key = stack
-    return probesmod.prepare(kernel, tmp_path_factory.mktemp("probes"))
+    _cfg, kernel, image, _key = stack
+    return probesmod.prepare(kernel, tmp_path_factory.mktemp("probes"), guest_suite=image.recipe.get("suite", ""))
 
 
 @pytest.fixture(scope="session")
