@@ -200,11 +200,11 @@ static void *do_read(void *arg)
 	return NULL;
 }
 
-static void unbind_during_peer_dio(void);
+static void unbind_during_peer_dio(int pages);
 
 CASE(unbind_during_peer_dio, "unbind of the provider while a peer's O_DIRECT into p2pmem is in flight waits for it")
 {
-	unbind_during_peer_dio();
+	unbind_during_peer_dio(2);
 }
 
 /* the same with the hung-task detector at 3 s: unbind blocks in memunmap_pages longer than that, so the
@@ -214,16 +214,16 @@ CASE(unbind_inflight_hung_task, "as unbind_during_peer_dio, with hung_task_timeo
 	char old[32] = "120";
 	read_file("/proc/sys/kernel/hung_task_timeout_secs", old, sizeof(old));
 	write_file("/proc/sys/kernel/hung_task_timeout_secs", "3");
-	unbind_during_peer_dio();
+	unbind_during_peer_dio(4); /* unbind blocked about 7.5 s: across two of khungtaskd's 3 s checks */
 	write_file("/proc/sys/kernel/hung_task_timeout_secs", old);
 }
 
-static void unbind_during_peer_dio(void)
+static void unbind_during_peer_dio(int pages)
 {
 	int fd = open_peer(O_RDONLY);
 	int pfd = p2p_open();
 	long long avail = p2p_available();
-	size_t len = 4 * PAGE; /* QEMU bounces P2P one page per backend request: 4 slow requests */
+	size_t len = pages * PAGE; /* QEMU bounces P2P one page per backend request: one slow (2 s) request each */
 	void *buf = p2p_map(pfd, len);
 	if (buf == MAP_FAILED)
 		probe_fail("mmap");

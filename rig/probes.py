@@ -177,7 +177,7 @@ class CaseServer:
         """Run one case. Raises GuestError if the guest stops answering (the server is then gone: the VM is
         not to be used any more). `during` runs on the host while the case runs (Expectation.host_action)."""
         if self._stream is None:
-            self._stream = self.vm.stream(f"P2PDMA_MEMORY={shlex.quote(self.memory)} python3 -u "
+            self._stream = self.vm.stream(f"P2PDMA_MEMORY={shlex.quote(self.memory)} python3 -S -u "
                                           f"{GUEST_DIR}/run_case.py --serve")
         try:
             self._stream.send_line(f"{timeout_s:g} {case_id}")

@@ -100,6 +100,7 @@ def build_command(
         "-cpu", cpu,
         "-smp", str(machine.smp),
         "-m", str(machine.memory_mb),
+        *(["-bios", "qboot.rom"] if machine.firmware == "qboot" else []),  # from QEMU's data directory
         "-nodefaults", "-display", "none", "-no-reboot",
         "-serial", "stdio",
         "-kernel", str(bzimage),
