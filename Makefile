@@ -61,7 +61,9 @@ test: test-deps
 	mkdir -p out
 	$(BIN)/pytest -v -rfEsxX --junitxml=out/pytest-junit.xml $(PYTEST_ARGS)
 
+# virtme-ng (PyPI) is what the inner loop is measured against: vng boots the same bzImage side by side
 bench: deps
+	$(BIN)/pip install -q virtme-ng
 	$(BIN)/python -m rig.bench
 
 # five full runs in table order and five shuffled, into BENCHMARKS.md's "Flakiness" section (about 20 min)
