@@ -148,7 +148,7 @@ class RunningVM:
             except Exception as e:  # noqa: BLE001 - any SSH failure means "not yet"
                 last_err = e
                 self._drop_connection()
-            time.sleep(0.5)
+            time.sleep(0.1)  # sshd was started before the ready marker: it is seconds at most
         raise BootError(f"guest booted but SSH on 127.0.0.1:{self.cmd.ssh_port} never answered ({last_err}). "
                         f"Last console lines:\n{self.console.tail(25)}")
 
