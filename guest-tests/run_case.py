@@ -13,13 +13,11 @@ import errno
 import glob
 import json
 import os
-import runpy
 import select
 import signal
 import subprocess
 import sys
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the machine as the boot's first case found it; every case must leave it so (tmpfs: gone with the boot)
@@ -132,6 +130,9 @@ def _fork_python(script, name):
     if pid == 0:  # the child never returns into the server
         code = 1
         try:
+            import runpy  # here, not at the top: the server starts sooner without them (TCG)
+            import traceback
+
             os.setsid()
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)  # the server's stdin is the rig's request channel, never the probe's

@@ -134,8 +134,10 @@ def inner_loop(cfg, runs: int = 5) -> list[tuple[str, str, str]]:
         rows.append((f"`rig run -k {INNER_CASE}` on a cached kernel (default + virtme-ng's options; exit {rig_rc})",
                      f"{rig_med:.1f} s (min {min(rig_times):.1f}, max {max(rig_times):.1f})", ""))
         if Path(vng).exists():
+            # vng starts its virtme-run helper from PATH: the environment it was installed into comes first
+            env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
             v_med, v_min, v_max, v_rc = _median_runs(
-                [vng, "--run", str(kernel.bzimage), "--disable-kvm", "--disable-microvm", "-e", "true"], runs)
+                [vng, "--run", str(kernel.bzimage), "--disable-kvm", "--disable-microvm", "-e", "true"], runs, env)
             version = subprocess.run([vng, "--version"], capture_output=True, text=True).stdout.strip()
             rows.append((f"`vng --run <same bzImage> --disable-kvm --disable-microvm -e true` ({version}; exit {v_rc})",
                          f"{v_med:.1f} s (min {v_min:.1f}, max {v_max:.1f})", ""))
