@@ -31,7 +31,7 @@ from rig.vm import RunningVM
 
 RACER_SOURCE = REPO_ROOT / "guest-tests" / "race" / "racer.c"
 SCENARIOS = ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect", "odirect-unbind",
-             "gup-unbind", "inflight-peer", "surprise-removal", "unbind-held-open")
+             "gup-unbind", "gupfast-unbind", "inflight-peer", "surprise-removal", "unbind-held-open")
 # scenarios that need another machine (rig.yaml `topologies`); the rest run on the default one
 SCENARIO_TOPOLOGY = {"inflight-peer": "switch-slow", "surprise-removal": "hotplug"}
 # break the kernel on purpose to prove the detectors (run only when named)
@@ -166,6 +166,9 @@ class Race:
         self.racer = compile_racer(kernel, run_dir / "racer")
         self.known_issues = load_race_known_issues(scenarios=SCENARIOS + SELFTESTS)
         self.release = kernel.manifest.get("kernelrelease", "")
+        # the seed's v3 series: the workers map /dev/nvmeN (as the probes do on that design)
+        self.memory_env = ("P2PDMA_MEMORY=nvme-chardev "
+                           if kernel.manifest.get("p2pmem_semantics") == "v3" else "")
         self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress, prepare=self._prepare,
                                  keep_disks=keep_disks)
 
@@ -245,7 +248,8 @@ class Race:
         seconds = self.spec.seconds
         # kmsg markers give the scenario its console slice, as run_case.py does for a case
         cmd = (f"echo 'p2pdma-rig: begin race.{scenario}' > /dev/kmsg; "
-               f"/root/racer {scenario} {seconds:g} {self.spec.workers} {self.spec.seed} {self.spec.cycles}; "
+               f"{self.memory_env}/root/racer {scenario} {seconds:g} {self.spec.workers} {self.spec.seed} "
+               f"{self.spec.cycles}; "
                f"rc=$?; echo 'p2pdma-rig: end race.{scenario}' > /dev/kmsg; exit $rc")
         t0 = time.monotonic()
         racer = _GuestRacer(vm, cmd, seconds + self.spec.hang_s + 60)

@@ -190,12 +190,34 @@ static void count_mmap_error(int e)
 		atomic_fetch_add(&unexpected, 1);
 }
 
+/* P2P memory is mapped from p2pmem/allocate, or (P2PDMA_MEMORY=nvme-chardev, the seed's v3 series) from
+ * /dev/nvmeN of the provider's controller, looked up at every open: N can change across unbind/bind */
+static int v3_memory;
+
+static int open_pool(void)
+{
+	if (!v3_memory)
+		return open(allocate, O_RDWR);
+	char pattern[320], path[64];
+	glob_t g;
+	snprintf(pattern, sizeof(pattern), "%s/nvme/nvme*", dev);
+	if (glob(pattern, 0, NULL, &g) || !g.gl_pathc) {
+		errno = ENOENT;
+		return -1;
+	}
+	snprintf(path, sizeof(path), "/dev/%s", strrchr(g.gl_pathv[0], '/') + 1);
+	globfree(&g);
+	return open(path, O_RDWR);
+}
+
 /* a fresh p2pmem mapping of len bytes, or NULL with the errno counted (the pool is gone while unbound) */
 static char *map_pool(size_t len)
 {
-	int fd = open(allocate, O_RDWR);
+	int fd = open_pool();
 	if (fd < 0) {
-		count_mmap_error(errno);
+		/* /dev/nvmeN of a controller that is not live yet (probing after bind): nvme_dev_open's EWOULDBLOCK,
+		 * the char device's way of saying the pool is not there */
+		count_mmap_error(v3_memory && errno == EWOULDBLOCK ? ENODEV : errno);
 		usleep(2000);
 		return NULL;
 	}
@@ -265,7 +287,7 @@ static void *holder(void *arg)
 	(void)arg;
 	int held = -1;
 	while (!atomic_load(&stop)) {
-		int fd = open(allocate, O_RDWR);
+		int fd = open_pool();
 		if (held >= 0)
 			close(held);
 		held = fd;
@@ -407,12 +429,49 @@ static void *pinner(void *arg)
 	return NULL;
 }
 
+/* GUP-fast (PIN_FAST_BENCHMARK with FOLL_PCI_P2PDMA) of freshly touched p2pmem against unbind and munmap: the
+ * review of v3 19/20 asked what keeps GUP-fast, which walks page tables without their locks, from taking a
+ * page that unbind or munmap is freeing. Run it on the gupfast profile (SECRETMEM off), or GUP-fast hands
+ * every P2PDMA page to the slow path. */
+static void *fast_pinner(void *arg)
+{
+	uint64_t seed = (uint64_t)(uintptr_t)arg;
+	int g = open("/sys/kernel/debug/gup_test", O_RDWR);
+	if (g < 0) {
+		invariant("no /sys/kernel/debug/gup_test (CONFIG_GUP_TEST)");
+		return NULL;
+	}
+	while (!atomic_load(&stop)) {
+		size_t pages = 1 + next_rand(&seed) % 16;
+		char *p = map_pool(pages * PAGE);
+		if (!p)
+			continue;
+		for (size_t i = 0; i < pages; i++) /* map the pages: GUP-fast only takes what the PTEs hold */
+			if (touch(p + i * PAGE, 1))
+				break; /* SIGBUS: unbind took the pool */
+		for (int round = 0; round < 8 && !atomic_load(&stop); round++) {
+			/* struct gup_test (mm/gup_test.h): addr @16, size @24, nr_pages_per_call @32, gup_flags @36 */
+			uint64_t gt[10] = {0};
+			gt[2] = (uintptr_t)p;
+			gt[3] = pages * PAGE;
+			gt[4] = pages | ((uint64_t)(0x400 | 0x1) << 32); /* FOLL_PCI_P2PDMA | FOLL_WRITE */
+			/* PIN_FAST_BENCHMARK: pins and unpins; pages that unbind took give EFAULT (or fewer pinned) */
+			if (ioctl(g, 0xc0506702, gt) < 0 && errno != EFAULT)
+				invariant("PIN_FAST_BENCHMARK failed with %s", strerror(errno));
+		}
+		munmap(p, pages * PAGE);
+		atomic_fetch_add(&iterations, 1);
+	}
+	close(g);
+	return NULL;
+}
+
 /* rig self-tests of the race detectors: break the kernel on purpose, a little after the start */
 static void *warn_once(void *arg)
 {
 	(void)arg;
 	sleep(2);
-	int fd = open(allocate, O_RDWR), g = open("/sys/kernel/debug/gup_test", O_RDWR);
+	int fd = open_pool(), g = open("/sys/kernel/debug/gup_test", O_RDWR);
 	char *p = fd < 0 ? MAP_FAILED : mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (g < 0 || p == MAP_FAILED) {
 		invariant("selftest-warn could not set up gup_test");
@@ -466,6 +525,7 @@ static const struct scenario scenarios[] = {
 	{"munmap-odirect", dio_reader, 0, pattern_checker},
 	{"odirect-unbind", dio_reader, 1, pattern_checker},
 	{"gup-unbind", pinner, 1, NULL},
+	{"gupfast-unbind", fast_pinner, 1, NULL},
 	{"inflight-peer", peer_reader, 1, NULL},
 	{"surprise-removal", mapper, 0, NULL},
 	{"unbind-held-open", mapper, 1, holder},
@@ -507,6 +567,7 @@ int main(int argc, char **argv)
 	snprintf(bdf, sizeof(bdf), "%s", strrchr(dev, '/') + 1);
 	globfree(&g);
 	snprintf(allocate, sizeof(allocate), "%s/p2pmem/allocate", dev);
+	v3_memory = getenv("P2PDMA_MEMORY") && !strcmp(getenv("P2PDMA_MEMORY"), "nvme-chardev");
 	snprintf(available_path, sizeof(available_path), "%s/p2pmem/available", dev);
 	char pattern[320];
 	snprintf(pattern, sizeof(pattern), "%s/nvme/nvme*/nvme*n1", dev);
