@@ -624,6 +624,9 @@ def _sigterm(signum, frame):  # noqa: ARG001
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
+    # Ctrl-C stops the rig and its QEMU even when the rig was started with SIGINT ignored (a background job of
+    # a non-interactive shell inherits SIG_IGN, and Python then installs no KeyboardInterrupt handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return HANDLERS[args.command](args)
     except RigError as e:

@@ -11,6 +11,7 @@ pytestmark = pytest.mark.vm
 def race(tmp_path, *args):
     out = tmp_path / "race"
     r = rig("race", "--profile", "default", "--out", out, *args)
+    assert (out / "race.json").is_file(), f"rig race wrote no race.json (exit {r.returncode}):\n{r.stdout}\n{r.stderr}"
     data = json.loads((out / "race.json").read_text())
     return r, data, out
 
