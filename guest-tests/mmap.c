@@ -180,7 +180,7 @@ CASE(smaps_flags, "/proc/self/smaps shows a shared mixed map with Rss counted")
 		if (in && !strncmp(line, "Rss:", 4))
 			rss = strtol(line + 4, NULL, 10);
 		if (in && !strncmp(line, "VmFlags:", 8)) {
-			snprintf(flags, sizeof(flags), "%s", line + 9);
+			snprintf(flags, sizeof(flags), "%.250s", line + 9); /* a VmFlags line is far shorter */
 			flags[strcspn(flags, "\n")] = 0;
 			break;
 		}

@@ -192,20 +192,26 @@ static int p2p_v3(void)
 }
 
 /* the file p2p_open() opens: <provider>/p2pmem/allocate, or /dev/nvmeN of the provider's controller */
+/* /dev/<name> of the first sysfs entry below the provider that matches `below` (e.g. "nvme/nvme*"); -1 if none */
+static int p2p_dev_node(const char *below, char *out, size_t len)
+{
+	char pattern[512];
+	glob_t g;
+	snprintf(pattern, sizeof(pattern), "%s/%s", p2p_dev, below);
+	if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc == 0)
+		return -1;
+	snprintf(out, len, "/dev/%s", strrchr(g.gl_pathv[0], '/') + 1);
+	globfree(&g);
+	return 0;
+}
+
 static int p2p_memory_path(char *out, size_t len)
 {
 	if (!p2p_v3()) {
 		snprintf(out, len, "%s/p2pmem/allocate", p2p_dev);
 		return 0;
 	}
-	char pattern[512];
-	glob_t g;
-	snprintf(pattern, sizeof(pattern), "%s/nvme/nvme*", p2p_dev);
-	if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc == 0)
-		return -1;
-	snprintf(out, len, "/dev/%s", strrchr(g.gl_pathv[0], '/') + 1);
-	globfree(&g);
-	return 0;
+	return p2p_dev_node("nvme/nvme*", out, len);
 }
 
 static int p2p_open(void)
@@ -228,14 +234,7 @@ static void *p2p_map(int fd, size_t len)
 /* /dev/nvmeXnY of the provider's first namespace (the provider is its own P2P client) */
 static int p2p_nvme_namespace(char *out, size_t len)
 {
-	char pattern[512];
-	glob_t g;
-	snprintf(pattern, sizeof(pattern), "%s/nvme/nvme*/nvme*n1", p2p_dev);
-	if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc == 0)
-		return -1;
-	snprintf(out, len, "/dev/%s", strrchr(g.gl_pathv[0], '/') + 1);
-	globfree(&g);
-	return 0;
+	return p2p_dev_node("nvme/nvme*/nvme*n1", out, len);
 }
 
 static int wait_path(const char *path, int present, int timeout_ms)

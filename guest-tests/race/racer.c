@@ -400,69 +400,54 @@ static void *pattern_checker(void *arg)
 	return NULL;
 }
 
-/* gup_test pins of p2pmem (PIN_BASIC_TEST with FOLL_PCI_P2PDMA) against unbind: a pin holds the page, so
- * unbind must wait for the unpin, never free a pinned page */
-static void *pinner(void *arg)
+/* gup_test pins of fresh p2pmem mappings (FOLL_PCI_P2PDMA | FOLL_WRITE) against unbind, `rounds` times each:
+ * a pin holds the page, so unbind must wait for the unpin, never free a pinned page. `cmd` is the gup_test
+ * ioctl (it pins, then unpins); `touch_first` maps the pages before (GUP-fast only takes what PTEs hold). */
+static void pin_loop(uint64_t seed, unsigned long cmd, const char *what, int touch_first, int rounds)
 {
-	uint64_t seed = (uint64_t)(uintptr_t)arg;
 	int g = open("/sys/kernel/debug/gup_test", O_RDWR);
 	if (g < 0) {
 		invariant("no /sys/kernel/debug/gup_test (CONFIG_GUP_TEST)");
-		return NULL;
+		return;
 	}
 	while (!atomic_load(&stop)) {
 		size_t pages = 1 + next_rand(&seed) % 16;
 		char *p = map_pool(pages * PAGE);
 		if (!p)
 			continue;
-		/* struct gup_test (mm/gup_test.h): addr @16, size @24, nr_pages_per_call @32, gup_flags @36 */
-		uint64_t gt[10] = {0};
-		gt[2] = (uintptr_t)p;
-		gt[3] = pages * PAGE;
-		gt[4] = 1 | ((uint64_t)(0x400 | 0x1) << 32); /* FOLL_PCI_P2PDMA | FOLL_WRITE */
-		if (ioctl(g, 0xc0506705, gt) < 0 && errno != EFAULT) /* PIN_BASIC_TEST: pins, then unpins */
-			invariant("PIN_BASIC_TEST failed with %s", strerror(errno));
-		munmap(p, pages * PAGE);
-		atomic_fetch_add(&iterations, 1);
-	}
-	close(g);
-	return NULL;
-}
-
-/* GUP-fast (PIN_FAST_BENCHMARK with FOLL_PCI_P2PDMA) of freshly touched p2pmem against unbind and munmap: the
- * review of v3 19/20 asked what keeps GUP-fast, which walks page tables without their locks, from taking a
- * page that unbind or munmap is freeing. Run it on the gupfast profile (SECRETMEM off), or GUP-fast hands
- * every P2PDMA page to the slow path. */
-static void *fast_pinner(void *arg)
-{
-	uint64_t seed = (uint64_t)(uintptr_t)arg;
-	int g = open("/sys/kernel/debug/gup_test", O_RDWR);
-	if (g < 0) {
-		invariant("no /sys/kernel/debug/gup_test (CONFIG_GUP_TEST)");
-		return NULL;
-	}
-	while (!atomic_load(&stop)) {
-		size_t pages = 1 + next_rand(&seed) % 16;
-		char *p = map_pool(pages * PAGE);
-		if (!p)
-			continue;
-		for (size_t i = 0; i < pages; i++) /* map the pages: GUP-fast only takes what the PTEs hold */
+		for (size_t i = 0; touch_first && i < pages; i++)
 			if (touch(p + i * PAGE, 1))
 				break; /* SIGBUS: unbind took the pool */
-		for (int round = 0; round < 8 && !atomic_load(&stop); round++) {
+		for (int round = 0; round < rounds && !atomic_load(&stop); round++) {
 			/* struct gup_test (mm/gup_test.h): addr @16, size @24, nr_pages_per_call @32, gup_flags @36 */
 			uint64_t gt[10] = {0};
 			gt[2] = (uintptr_t)p;
 			gt[3] = pages * PAGE;
-			gt[4] = pages | ((uint64_t)(0x400 | 0x1) << 32); /* FOLL_PCI_P2PDMA | FOLL_WRITE */
-			/* PIN_FAST_BENCHMARK: pins and unpins; pages that unbind took give EFAULT (or fewer pinned) */
-			if (ioctl(g, 0xc0506702, gt) < 0 && errno != EFAULT)
-				invariant("PIN_FAST_BENCHMARK failed with %s", strerror(errno));
+			gt[4] = (touch_first ? pages : 1) | ((uint64_t)(0x400 | 0x1) << 32); /* FOLL_PCI_P2PDMA | FOLL_WRITE */
+			/* pages that unbind took give EFAULT */
+			if (ioctl(g, cmd, gt) < 0 && errno != EFAULT)
+				invariant("%s failed with %s", what, strerror(errno));
 		}
 		munmap(p, pages * PAGE);
 		atomic_fetch_add(&iterations, 1);
 	}
 	close(g);
+}
+
+/* the slow path: PIN_BASIC_TEST faults the pages in itself */
+static void *pinner(void *arg)
+{
+	pin_loop((uint64_t)(uintptr_t)arg, 0xc0506705, "PIN_BASIC_TEST", 0, 1);
+	return NULL;
+}
+
+/* GUP-fast (PIN_FAST_BENCHMARK) of freshly touched p2pmem against unbind and munmap: the review of v3 19/20
+ * asked what keeps GUP-fast, which walks page tables without their locks, from taking a page that unbind or
+ * munmap is freeing. Run it on the gupfast profile (SECRETMEM off), or GUP-fast hands every P2PDMA page to
+ * the slow path. */
+static void *fast_pinner(void *arg)
+{
+	pin_loop((uint64_t)(uintptr_t)arg, 0xc0506702, "PIN_FAST_BENCHMARK", 1, 8);
 	return NULL;
 }
 
