@@ -242,15 +242,21 @@ class RunningVM:
             raise GuestError(f"SSH to the guest failed ({e.__class__.__name__}: {e})") from e
         return CommandResult(r.exited, r.stdout, r.stderr)
 
+    def _exec_channel(self, command: str, combine_stderr: bool = False, timeout: float | None = None):
+        """`command` started on a new channel of the VM's SSH connection (paramiko's, under fabric's)."""
+        conn = self.connection()
+        conn.open()
+        chan = conn.client.get_transport().open_session()
+        chan.set_combine_stderr(combine_stderr)
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        return chan
+
     def stream(self, command: str) -> "GuestStream":
         """A long-running guest command on its own SSH channel, spoken to line by line (stdin in, stdout and
         stderr out together): one process serves many requests without an SSH session and an exec each."""
         try:
-            conn = self.connection()
-            conn.open()
-            chan = conn.client.get_transport().open_session()
-            chan.set_combine_stderr(True)
-            chan.exec_command(command)
+            chan = self._exec_channel(command, combine_stderr=True)
         except Exception as e:  # paramiko's SSHException, OSError, EOFError
             self._drop_connection()
             raise GuestError(f"SSH to the guest failed ({e.__class__.__name__}: {e})") from e
@@ -260,11 +266,7 @@ class RunningVM:
         """Run a guest command with `data` as its stdin (e.g. a tar stream into `tar -x`): one exec channel,
         where an SFTP upload first starts an sftp-server in the guest (about 1.3 s under TCG)."""
         try:
-            conn = self.connection()
-            conn.open()
-            chan = conn.client.get_transport().open_session()
-            chan.settimeout(timeout)
-            chan.exec_command(command)
+            chan = self._exec_channel(command, timeout=timeout)
             chan.sendall(data)
             chan.shutdown_write()
             out, err = chan.makefile("rb").read(), chan.makefile_stderr("rb").read()
