@@ -110,14 +110,15 @@ def kmsg(text):
         pass
 
 
-def command_for(case_id):
+def probe_for(case_id):
+    """("binary", path, name) for a compiled probe, ("python", script, name) for a Python one, None if none."""
     area, _, name = case_id.partition(".")
     binary = os.path.join(HERE, "bin", area)
     if os.path.exists(binary):
-        return [binary, name]
+        return "binary", binary, name
     script = os.path.join(HERE, area + ".py")
     if os.path.exists(script):
-        return [sys.executable, "-S", script, name]  # -S: no site module, a faster start under TCG
+        return "python", script, name
     return None
 
 
@@ -162,13 +163,14 @@ def _fork_python(script, name):
     return pid, out_r, err_r
 
 
-def _run_process(cmd, timeout):
-    """(stdout, stderr, returncode, timed_out) of a probe in its own session; killed with its whole process
-    group (probes fork children) after `timeout` seconds."""
-    if len(cmd) == 4 and cmd[0] == sys.executable:  # a Python probe: fork, no exec
-        pid, out_fd, err_fd = _fork_python(cmd[2], cmd[3])
+def _run_process(probe, timeout):
+    """(stdout, stderr, returncode, timed_out) of a probe (probe_for) in its own session; killed with its whole
+    process group (probes fork children) after `timeout` seconds."""
+    kind, path, name = probe
+    if kind == "python":  # fork, no exec
+        pid, out_fd, err_fd = _fork_python(path, name)
     else:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen([path, name], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, cwd=HERE, start_new_session=True)
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
@@ -206,8 +208,8 @@ def _run_process(cmd, timeout):
 def run_one(case_id, timeout):
     """Run one case in its own process group; the JSON object the rig reads."""
     out = {"id": case_id, "result": None, "rc": None, "signal": None, "timed_out": False, "stderr": ""}
-    cmd = command_for(case_id)
-    if cmd is None:
+    probe = probe_for(case_id)
+    if probe is None:
         out["stderr"] = f"no probe provides {case_id}"
         return out
     baseline = baseline_state()
@@ -215,7 +217,7 @@ def run_one(case_id, timeout):
     seq, out["kernel_warnings_before"] = kernel_messages(seen)
     kmsg(f"begin {case_id}")
     t0 = time.monotonic()
-    stdout, stderr, returncode, out["timed_out"] = _run_process(cmd, timeout)  # with the watchdog
+    stdout, stderr, returncode, out["timed_out"] = _run_process(probe, timeout)  # with the watchdog
     out["duration_s"] = round(time.monotonic() - t0, 3)
     settle = time.monotonic() + STATE_SETTLE_S
     while True:

@@ -41,16 +41,20 @@ def _timed(fn):
     return out, time.monotonic() - t0
 
 
+def _p2pdma_comment_patch(tag: str) -> str:
+    """A patch that only adds a comment to p2pdma.c, unique per call (so its build key is new): make recompiles
+    one file and relinks. The next build of another patch set reverts it."""
+    head = (REPO_ROOT / "tests" / "data" / "p2pdma-6.12.117.c").read_text().splitlines()[:3]
+    return ("--- a/drivers/pci/p2pdma.c\n+++ b/drivers/pci/p2pdma.c\n@@ -1,3 +1,4 @@\n"
+            f"+/* p2pdma-rig {tag} {time.time_ns()} */\n" + "".join(f" {ln}\n" for ln in head))
+
+
 def _one_file_rebuild(spec) -> float:
-    """A patch that only adds a comment to p2pdma.c (unique per run, so the key is new): make recompiles one
-    file and relinks. The next build of another patch set reverts it."""
     import dataclasses
 
     from rig.sources import Patch
 
-    head = (REPO_ROOT / "tests" / "data" / "p2pdma-6.12.117.c").read_text().splitlines()[:3]
-    text = ("--- a/drivers/pci/p2pdma.c\n+++ b/drivers/pci/p2pdma.c\n@@ -1,3 +1,4 @@\n"
-            f"+/* p2pdma-rig bench {time.time_ns()} */\n" + "".join(f" {ln}\n" for ln in head))
+    text = _p2pdma_comment_patch("bench")
     with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-patch-") as d:
         path = Path(d) / "bench.patch"  # the manifest records the sha256 of the file a patch came from
         path.write_text(text)
@@ -100,13 +104,14 @@ VNG_KCONFIG = ("CONFIG_NETWORK_FILESYSTEMS=y", "CONFIG_NET_9P=y", "CONFIG_NET_9P
 INNER_CASE = "sysfs.published"
 
 
-def _median_runs(cmd: list[str], runs: int, env=None) -> tuple[float, float, float, int]:
-    """One warm-up, then `runs` timed runs: (median, min, max) wall seconds and the last exit code."""
+def _median_runs(cmd_for, runs: int, env=None) -> tuple[float, float, float, int]:
+    """One warm-up, then `runs` timed runs of `cmd_for(i)` (run i's argv): (median, min, max) wall seconds and
+    the last exit code."""
     rc = 0
     times = []
     for i in range(runs + 1):
         t0 = time.monotonic()
-        rc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=env).returncode
+        rc = subprocess.run(cmd_for(i), cwd=REPO_ROOT, capture_output=True, text=True, env=env).returncode
         if i:
             times.append(time.monotonic() - t0)
     return statistics.median(times), min(times), max(times), rc
@@ -123,21 +128,14 @@ def inner_loop(cfg, runs: int = 5) -> list[tuple[str, str, str]]:
     kernel = build_kernel(spec, Progress("bench vng kernel"))
     with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-inner-") as d:
         rig_cmd = [sys.executable, "-m", "rig.cli", "run", *add, "-k", INNER_CASE, "--out"]
-        rig_times = []
-        rig_rc = 0
-        for i in range(runs + 1):  # a warm-up, then the timed runs, each in a new run directory
-            t0 = time.monotonic()
-            rig_rc = subprocess.run(rig_cmd + [f"{d}/run{i}"], cwd=REPO_ROOT, capture_output=True).returncode
-            if i:
-                rig_times.append(time.monotonic() - t0)
-        rig_med = statistics.median(rig_times)
+        rig_med, rig_min, rig_max, rig_rc = _median_runs(lambda i: rig_cmd + [f"{d}/run{i}"], runs)  # new dirs
         rows.append((f"`rig run -k {INNER_CASE}` on a cached kernel (default + virtme-ng's options; exit {rig_rc})",
-                     f"{rig_med:.1f} s (min {min(rig_times):.1f}, max {max(rig_times):.1f})", ""))
+                     f"{rig_med:.1f} s (min {rig_min:.1f}, max {rig_max:.1f})", ""))
         if Path(vng).exists():
             # vng starts its virtme-run helper from PATH: the environment it was installed into comes first
             env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
-            v_med, v_min, v_max, v_rc = _median_runs(
-                [vng, "--run", str(kernel.bzimage), "--disable-kvm", "--disable-microvm", "-e", "true"], runs, env)
+            vng_cmd = [vng, "--run", str(kernel.bzimage), "--disable-kvm", "--disable-microvm", "-e", "true"]
+            v_med, v_min, v_max, v_rc = _median_runs(lambda _i: vng_cmd, runs, env)
             version = subprocess.run([vng, "--version"], capture_output=True, text=True).stdout.strip()
             rows.append((f"`vng --run <same bzImage> --disable-kvm --disable-microvm -e true` ({version}; exit {v_rc})",
                          f"{v_med:.1f} s (min {v_min:.1f}, max {v_max:.1f})", ""))
@@ -145,11 +143,9 @@ def inner_loop(cfg, runs: int = 5) -> list[tuple[str, str, str]]:
         else:
             rows.append(("`vng` (virtme-ng)", "not measured: not installed (`make bench` installs it)", ""))
     # edit to verdict: a new one-line change to p2pdma.c each time, its rebuild and the case, end to end
-    head = (REPO_ROOT / "tests" / "data" / "p2pdma-6.12.117.c").read_text().splitlines()[:3]
     with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-edit-") as d:
         patch = Path(d) / "edit.patch"
-        patch.write_text("--- a/drivers/pci/p2pdma.c\n+++ b/drivers/pci/p2pdma.c\n@@ -1,3 +1,4 @@\n"
-                         f"+/* p2pdma-rig bench edit {time.time_ns()} */\n" + "".join(f" {ln}\n" for ln in head))
+        patch.write_text(_p2pdma_comment_patch("bench edit"))
         t0 = time.monotonic()
         r = subprocess.run([sys.executable, "-m", "rig.cli", "run", "--patch", str(patch), "-k", INNER_CASE,
                             "--out", f"{d}/run"], cwd=REPO_ROOT, capture_output=True)

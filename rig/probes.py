@@ -19,6 +19,9 @@ from rig.kernel import KernelBuild
 GUEST_TESTS = REPO_ROOT / "guest-tests"
 GUEST_DIR = "/root/rig"
 NOT_PROBES = {"run_case.py"}
+# where the guest-side programs (probe.h, rigprobe.py, racer.c) map P2P memory from on each design; they read it
+# from P2PDMA_MEMORY
+MEMORY_OF = {"merged": "sysfs-allocate", "v3": "nvme-chardev"}
 # -s: no symbol table, less to upload to every boot
 CFLAGS = ("-O2", "-s", "-Wall", "-Wno-unused-function")
 
@@ -53,9 +56,9 @@ class CaseRun:
     problem: str  # what went wrong around the probe ("" if nothing)
     duration_s: float
     stderr: str
-    # how the machine differs from its state at the boot's first case after this one ("" = as found):
-    # provider driver, p2pmem files and `available`, NVMe mounts (run_case.py reads them)
-    state_change: str = ""
+    # how the machine differs from its state at the boot's first case after this one, one item each (none =
+    # as found): provider driver, p2pmem files and `available`, NVMe mounts (run_case.py reads them)
+    state_changes: tuple[str, ...] = ()
     # the kernel's own messages at warning level or worse during the case (from /dev/kmsg, with levels)
     kernel_warnings: tuple[str, ...] = ()
     # the same since the previous case ended (or since boot, for a boot's first case): outside every case
@@ -152,7 +155,7 @@ def bundle(probes: ProbeSet, root: Path = GUEST_TESTS) -> bytes:
 _bundles: dict[str, bytes] = {}  # bin_dir -> its bundle: made once per run, not once per boot
 
 
-def upload(vm, probes: ProbeSet, scratch: Path) -> None:
+def upload(vm, probes: ProbeSet) -> None:
     """guest-tests/ with the compiled probes into GUEST_DIR, as a tar stream on one SSH exec (no SFTP, no gzip:
     both cost the guest more under TCG than the bytes they save)."""
     if str(probes.bin_dir) not in _bundles:
@@ -208,5 +211,5 @@ def case_run(case_id: str, out: dict, timeout_s: float) -> CaseRun:
     elif out.get("result") is None:
         problem = f"the probe printed no result (exit {out.get('rc')}): {out.get('stderr', '').strip()[-300:]}"
     return CaseRun(case_id, out.get("result"), problem, float(out.get("duration_s") or 0.0),
-                   out.get("stderr", ""), "; ".join(out.get("state_changed") or []),
+                   out.get("stderr", ""), tuple(out.get("state_changed") or ()),
                    tuple(out.get("kernel_warnings") or ()), tuple(out.get("kernel_warnings_before") or ()))

@@ -25,6 +25,7 @@ from rig.errors import BuildError, ConfigError, GuestError
 from rig.expectations import RaceKnownIssue, load_race_known_issues
 from rig.image import GuestImage, SshKey
 from rig.kernel import KernelBuild
+from rig.probes import MEMORY_OF
 from rig.progress import Progress
 from rig.session import VMSession
 from rig.vm import RunningVM
@@ -166,9 +167,8 @@ class Race:
         self.racer = compile_racer(kernel, run_dir / "racer")
         self.known_issues = load_race_known_issues(scenarios=SCENARIOS + SELFTESTS)
         self.release = kernel.manifest.get("kernelrelease", "")
-        # the seed's v3 series: the workers map /dev/nvmeN (as the probes do on that design)
-        self.memory_env = ("P2PDMA_MEMORY=nvme-chardev "
-                           if kernel.manifest.get("p2pmem_semantics") == "v3" else "")
+        # on the seed's v3 series the workers map /dev/nvmeN, as the probes do on that design
+        self.memory_env = f"P2PDMA_MEMORY={MEMORY_OF[kernel.manifest.get('p2pmem_semantics', 'merged')]} "
         self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress, prepare=self._prepare,
                                  keep_disks=keep_disks)
 

@@ -21,10 +21,6 @@ from rig.vm import RunningVM
 CONSOLE_AREA = "kernel"
 
 
-# where a probe gets its P2P memory on each design (probe.h and rigprobe.py read P2PDMA_MEMORY)
-MEMORY_OF = {"merged": "sysfs-allocate", "v3": "nvme-chardev"}
-
-
 def console_case_id(boot: int) -> str:
     return f"{CONSOLE_AREA}.console.boot-{boot}"
 
@@ -69,7 +65,7 @@ class Suite:
         self.probe_set = probe_set
         self.progress = progress or Progress("run")
         self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress,
-                                 prepare=lambda vm, workdir: probesmod.upload(vm, probe_set, workdir),
+                                 prepare=lambda vm, _scratch: probesmod.upload(vm, probe_set),
                                  on_retire=self._judge_console, disks=disks, keep_disks=keep_disks)
         self.results: list[CaseResult] = []
         self.message_rules: MessageRules = load_message_rules()
@@ -80,10 +76,11 @@ class Suite:
         self.boot_ahead = cfg.machine.boot_ahead
 
     def _server_for(self, vm: RunningVM, semantics: str) -> probesmod.CaseServer:
-        if self._server is None or self._server.vm is not vm or self._server.memory != MEMORY_OF[semantics]:
+        memory = probesmod.MEMORY_OF[semantics]
+        if self._server is None or self._server.vm is not vm or self._server.memory != memory:
             if self._server is not None:
                 self._server.close()
-            self._server = probesmod.CaseServer(vm, MEMORY_OF[semantics])
+            self._server = probesmod.CaseServer(vm, memory)
         return self._server
 
     @property
@@ -150,8 +147,8 @@ class Suite:
                             + "; ".join(repr(m[:160]) for m in complaints[:5]))
         # a case must leave the machine as it found it (provider bound, pool whole, nothing mounted); the host
         # action cases change the machine on purpose and always end their VM
-        if run.state_change and not exp.host_action and not self._known_change(exp, run):
-            problems.append("the case left the machine changed: " + run.state_change)
+        if run.state_changes and not exp.host_action and not self._known_change(exp, run):
+            problems.append("the case left the machine changed: " + "; ".join(run.state_changes))
         judgement = judge(exp, run.result, "; ".join(problems), dmesg)
         result = CaseResult(
             id=case_id, area=exp.area, description=self.probe_set.cases.get(case_id, ""), section=exp.section,
@@ -164,7 +161,7 @@ class Suite:
         if lost or any(s.crash for s in failing):
             # the kernel is not to be trusted any more: next case gets a fresh VM
             self.session.retire(f"after {case_id}: {'; '.join(problems)}")
-        elif run.state_change and not exp.host_action:
+        elif run.state_changes and not exp.host_action:
             self.session.retire(f"after {case_id}: it left the machine changed, the next case gets a fresh one")
         elif exp.host_action:
             self.session.retire(f"after {case_id}: the host changed the machine ({exp.host_action})")
@@ -177,8 +174,7 @@ class Suite:
         issue = exp.known_issue
         if issue is None or not issue.changes_machine or not run.result or not run.result.get("obs"):
             return False
-        changes = run.state_change.split("; ")
-        return issue.shown_by(run.result["obs"]) and all(issue.changes_machine in c for c in changes)
+        return issue.shown_by(run.result["obs"]) and all(issue.changes_machine in c for c in run.state_changes)
 
     def _host_action(self, vm: RunningVM, case_id: str, action: str) -> None:
         """Wait for the probe's ready marker, then act on the machine through QMP."""

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,14 @@ ZEROING_FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it
 def run_rig(*args, timeout: float = 900) -> subprocess.CompletedProcess:
     """The `rig` command as a user runs it, from the repository root, output captured."""
     return subprocess.run(RIG + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def run_rig_results(out, *args, timeout: float = 900):
+    """`rig run ARGS --out OUT` as a user runs it: (the finished process, its results.json, or None if the run
+    wrote none)."""
+    r = run_rig("run", *args, "--out", out, timeout=timeout)
+    results = Path(out) / "results.json"
+    return r, json.loads(results.read_text()) if results.exists() else None
 
 
 # The probe cases of tests/vm/test_probes.py run in a shuffled order (grouped by machine, as `rig run --shuffle`

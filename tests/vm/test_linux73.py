@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import ROOT, run_rig
+from conftest import ROOT, run_rig, run_rig_results
 
 # P2PDMA_RIG_LINUX73=0 skips it (a quicker make test on a machine that has never built 7.3)
 pytestmark = [pytest.mark.vm, pytest.mark.skipif(os.environ.get("P2PDMA_RIG_LINUX73") == "0",
@@ -23,10 +23,7 @@ def rig(*args):
 
 @pytest.fixture(scope="module")
 def run73(tmp_path_factory):
-    out = tmp_path_factory.mktemp("linux73") / "run"
-    r = rig("run", "--source", SOURCE, "--out", out)
-    data = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
-    return r, data
+    return run_rig_results(tmp_path_factory.mktemp("linux73") / "run", "--source", SOURCE, timeout=3600)
 
 
 @pytest.mark.timeout(3600)

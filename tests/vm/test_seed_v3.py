@@ -3,11 +3,10 @@ rig, the whole suite run on it with no flag (the rig finds pci_mmap_p2pmem in th
 design: probes map /dev/nvmeN, expect_v3, skip_v3, the seed-v3 known issues), and each review concern the rig
 can show seen as its known issue. The same cases pass on the merged kernel in test_probes.py. The build is
 incremental on the 6.12 tree (about 3 minutes after the default kernel), the suite about 2.5 minutes."""
-import json
 
 import pytest
 
-from conftest import ROOT, run_rig
+from conftest import ROOT, run_rig_results
 
 from rig.expectations import for_kernel, load_expectations
 
@@ -18,10 +17,7 @@ SERIES = ROOT / "patches" / "seed-v3" / "series"
 
 @pytest.fixture(scope="module")
 def v3run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("seed-v3") / "run"
-    r = run_rig("run", "--series", SERIES, "--out", out, timeout=3600)
-    data = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
-    return r, data
+    return run_rig_results(tmp_path_factory.mktemp("seed-v3") / "run", "--series", SERIES, timeout=3600)
 
 
 @pytest.mark.timeout(3600)
