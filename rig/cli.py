@@ -322,10 +322,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             flag += f"  [since {e.override.since}: {e.override.commit}]"
         elif e.overrides and not args.kernel:
             flag += "".join(f"  [from {o.since}: {json.dumps(o.expect)}]" for o in e.overrides)
-        v3_issue = next((i for i in e.declared_issues if i.semantics == "v3"), None)
         flag += f"  [v3: {json.dumps(e.expect_v3)}]" if e.expect_v3 is not None else ""
         flag += f"  [v3: skipped, {e.skip_v3}]" if e.skip_v3 else ""
-        flag += f"  [v3 known issue: {v3_issue.id}]" if v3_issue else ""
+        flag += "".join(f"  [v3 known issue: {i.id}" + (f", with the patch '{i.with_patch}'" if i.with_patch else "")
+                        + "]" for i in e.declared_issues if i.semantics == "v3")
         flag += f"  [topology: {e.topology}]" if e.topology != "default" else ""
         flag += f"  [allows splats: {', '.join(e.allow_splats)}]" if e.allow_splats else ""
         flag += "  [manual: only with -k <exact id>]" if e.manual else ""
@@ -398,12 +398,14 @@ def _with_semantics(cfg: RigConfig, kernel) -> RigConfig:
 
 
 def _for_built_kernel(expectations, kernel, semantics: str = "merged"):
-    """The expectations for the kernel that was built: its manifest's `make kernelrelease`, never a flag."""
+    """The expectations for the kernel that was built: its manifest's `make kernelrelease` and the subjects of
+    the patches applied to it, never a flag."""
     release = kernel.manifest.get("kernelrelease", "")
     if not release:
         print("rig: warning: the kernel's release is unknown; version-keyed expectations are not applied",
               file=sys.stderr)
-    return for_kernel(expectations, release, semantics)
+    patches = tuple(p.get("subject", "") for p in kernel.manifest.get("patches", []))
+    return for_kernel(expectations, release, semantics, patches)
 
 
 def _selected(cfg: RigConfig, expectations) -> list[str]:
@@ -440,7 +442,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for b in boots:
         for s in b.splats:
             where = f"in {s.owner}" if s.owner else "outside every case"
-            print(f"  SPLAT (boot {b.boot}, {where}{', allowed by its expectation' if s.allowed else ''}): {s.title}")
+            print(f"  SPLAT (boot {b.boot}, {where}){s.standing}: {s.title}")
     if data["manifest"].get("disks"):
         print(f"disks kept (--keep-disks): {data['manifest']['disks']}")
     if args.kcidb:

@@ -27,7 +27,7 @@ SEMANTICS = ("merged", "v3")
 
 
 KNOWN_ISSUE_KEYS = {"id", "cases", "section", "signature", "reason", "seen_in", "since", "since_change",
-                    "fixed_in", "fix_commit", "allow_dmesg", "semantics", "changes_machine"}
+                    "fixed_in", "fix_commit", "allow_dmesg", "semantics", "changes_machine", "splats", "with_patch"}
 OVERRIDE_KEYS = {"case", "since", "commit", "reason", "expect", "dmesg", "allow_dmesg"}
 
 
@@ -78,9 +78,20 @@ class KnownIssue:
     # what the bug leaves changed in the machine after the case (run_case.py's state items, e.g.
     # "p2pmem/available" for a leak): not held against the case when the observation has the signature
     changes_machine: str = ""
+    # the kernel reports the bug leaves (titles, re.fullmatch): when set, the issue shows as these splats in the
+    # case (with what follows them: a dead probe, a guest that stops answering), and the signature may be empty
+    splats: tuple[str, ...] = ()
+    # counts only on a kernel built with a patch whose subject contains this (a bug of one variant of a series)
+    with_patch: str = ""
 
     def shown_by(self, observed: dict) -> bool:
         return not compare(self.signature, observed)
+
+    def explains(self, splat_title: str) -> bool:
+        return any(re.fullmatch(p, splat_title) for p in self.splats)
+
+    def built_into(self, patch_subjects: tuple[str, ...]) -> bool:
+        return not self.with_patch or any(self.with_patch in s for s in patch_subjects)
 
     def applies_to(self, release: str) -> bool:
         if not release:
@@ -177,11 +188,12 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
         raise ConfigError(f"cannot read expectations {path}: {e}")
     if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
         raise ConfigError(f"{path}: needs a 'cases' mapping")
-    issues: dict[tuple[str, str], KnownIssue] = {}  # (semantics, case id) -> its known issue
+    issues: dict[tuple[str, str, str], KnownIssue] = {}  # (semantics, with_patch, case id) -> its known issue
     for raw in data.get("known_issues") or []:
-        if not isinstance(raw.get("signature"), dict) or not raw["signature"]:
+        if not isinstance(raw.get("signature", {}), dict) or not (raw.get("signature") or raw.get("splats")):
             raise ConfigError(f"{path}: known issue {raw.get('id')} needs a 'signature': the observation keys the "
-                              "buggy kernel shows (same form as 'expect'), so that only that bug is XFAIL")
+                              "buggy kernel shows (same form as 'expect'), or 'splats': the titles of the kernel "
+                              "reports it leaves, so that only that bug is XFAIL")
         unknown = set(raw) - KNOWN_ISSUE_KEYS
         if unknown:
             raise ConfigError(f"{path}: known issue {raw.get('id')} has unknown key(s) {', '.join(sorted(unknown))}")
@@ -203,20 +215,23 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
                 except ValueError:
                     raise ConfigError(f"{path}: known issue {raw.get('id')}: {key} {value!r} is not a kernel version")
         issue = KnownIssue(raw["id"], tuple(raw["cases"]), " ".join(str(raw["reason"]).split()),
-                           str(raw.get("section", "")), dict(raw["signature"]), tuple(str(v) for v in seen),
+                           str(raw.get("section", "")), dict(raw.get("signature") or {}), tuple(str(v) for v in seen),
                            str(raw.get("since") or ""), " ".join(str(raw.get("since_change") or "").split()),
                            str(raw.get("fixed_in") or ""), " ".join(str(raw.get("fix_commit") or "").split()),
                            _regexes(raw.get("allow_dmesg"), f"{path}: known issue {raw.get('id')}: allow_dmesg"),
-                           str(raw.get("semantics", "merged")), str(raw.get("changes_machine") or ""))
+                           str(raw.get("semantics", "merged")), str(raw.get("changes_machine") or ""),
+                           _regexes(raw.get("splats"), f"{path}: known issue {raw.get('id')}: splats"),
+                           " ".join(str(raw.get("with_patch") or "").split()))
         if issue.semantics not in SEMANTICS:
             raise ConfigError(f"{path}: known issue {issue.id}: 'semantics' must be one of {', '.join(SEMANTICS)}")
         for cid in issue.cases:
             if cid not in data["cases"]:
                 raise ConfigError(f"{path}: known issue {issue.id} names unknown case {cid}")
-            if (issue.semantics, cid) in issues:
-                raise ConfigError(f"{path}: case {cid} is in two known issues ({issues[issue.semantics, cid].id}, "
-                                  f"{issue.id}); a case has one known issue per design")
-            issues[issue.semantics, cid] = issue
+            key = (issue.semantics, issue.with_patch, cid)
+            if key in issues:
+                raise ConfigError(f"{path}: case {cid} is in two known issues ({issues[key].id}, {issue.id}); a case "
+                                  "has one known issue per design (and per patch named by with_patch)")
+            issues[key] = issue
     overrides: dict[str, list[Override]] = {}
     for raw in data.get("version_overrides") or []:
         if not isinstance(raw, dict):
@@ -263,12 +278,12 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
             raise ConfigError(f"{path}: case {cid!r}: 'expect_v3' must be a mapping")
         if raw.get("expect_v3") is not None and raw.get("skip_v3"):
             raise ConfigError(f"{path}: case {cid!r} has both 'expect_v3' and 'skip_v3'")
-        out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(("merged", cid)),
+        out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(("merged", "", cid)),
                                lists["dmesg"], str(raw.get("topology", "default")),
                                str(raw.get("host_action", "")), bool(raw.get("manual", False)),
                                lists["allow_splats"], lists["allow_dmesg"], tuple(overrides.get(cid, ())),
                                skip_v3=" ".join(str(raw.get("skip_v3") or "").split()),
-                               declared_issues=tuple(i for (_, c), i in issues.items() if c == cid))
+                               declared_issues=tuple(i for (_, _, c), i in issues.items() if c == cid))
         action = out[cid].host_action.split()
         if action and (action[0] not in HOST_ACTIONS or len(action) != 2):
             raise ConfigError(f"{path}: case {cid!r}: host_action must be one of "
@@ -373,12 +388,14 @@ def _regexes(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def for_kernel(expectations: dict[str, Expectation], release: str,
-               semantics: str = "merged") -> dict[str, Expectation]:
-    """The expectations for the kernel actually built (its manifest's `make kernelrelease`, and the design of
-    userspace P2P memory it offers): the newest version override whose `since` is not after it replaces the
-    case's expect/dmesg/allow_dmesg, and a known issue counts only from its `since` up to its `fixed_in`.
-    On the v3 design, a case's expect_v3, skip_v3 and v3 known issue take the place of the merged ones. Pure."""
+def for_kernel(expectations: dict[str, Expectation], release: str, semantics: str = "merged",
+               patches: tuple[str, ...] = ()) -> dict[str, Expectation]:
+    """The expectations for the kernel actually built (its manifest's `make kernelrelease`, the design of
+    userspace P2P memory it offers, the subjects of the patches applied to it): the newest version override
+    whose `since` is not after it replaces the case's expect/dmesg/allow_dmesg, and a known issue counts only
+    from its `since` up to its `fixed_in`. On the v3 design, a case's expect_v3, skip_v3 and v3 known issue take
+    the place of the merged ones; a known issue of one patch (with_patch) counts only when that patch is built
+    in, and then before the others of its design. Pure."""
     if semantics not in SEMANTICS:
         raise ValueError(f"unknown semantics {semantics!r}")
     out = {}
@@ -404,13 +421,17 @@ def for_kernel(expectations: dict[str, Expectation], release: str,
             changes["skip"] = e.skip_v3
         declared = e.declared_issues or tuple(i for i in (e.known_issue, e.inactive_issue) if i is not None)
         changes["declared_issues"] = declared
-        by_semantics = {i.semantics: i for i in declared}
+        built = [i for i in declared if i.built_into(patches)]
+
+        def of_design(design: str) -> KnownIssue | None:
+            mine = sorted((i for i in built if i.semantics == design), key=lambda i: not i.with_patch)
+            return mine[0] if mine else None
         # the seed's series is built on a merged kernel: that kernel's bugs stay on v3, unless v3 has its own for
         # the case, or an expect_v3 (a v3 expectation is the whole story there: the merged bug's signature was
         # written for the merged mapping)
-        issue = by_semantics.get(semantics)
+        issue = of_design(semantics)
         if issue is None and not (semantics == "v3" and e.expect_v3 is not None):
-            issue = by_semantics.get("merged")
+            issue = of_design("merged")
         if issue is None:
             changes["known_issue"] = changes["inactive_issue"] = None
         else:
@@ -444,12 +465,21 @@ def compare(expected: dict, observed: dict) -> list[str]:
     return out
 
 
-def judge(exp: Expectation, probe_result: dict | None, problem: str = "", dmesg: str = "") -> Judgement:
+def judge(exp: Expectation, probe_result: dict | None, problem: str = "", dmesg: str = "",
+          splats: tuple[str, ...] = ()) -> Judgement:
     """Verdict for one case. `problem` is what went wrong around the probe (timeout, crash, splat);
-    `dmesg` is what the kernel logged during the case."""
+    `dmesg` is what the kernel logged during the case; `splats` the titles of its reports that no allow_splats
+    declares (they are in `problem` too)."""
     expected = exp.expect
     if exp.dmesg:
         expected = {**expected, "dmesg": list(exp.dmesg)}
+    issue = exp.known_issue
+    if issue and issue.splats:
+        expected = {**expected, "splats": "none"}
+        if splats and all(issue.explains(t) for t in splats):
+            # the known bug's reports, and what follows them (a dead probe, a lost guest, a changed machine)
+            return Judgement(Verdict.XFAIL, expected, [problem],
+                             f"{issue.status(exp.kernel_release)} [{issue.id}]: {issue.reason}")
     if problem:
         # the observation is still shown against the expectation, so a report says everything that went wrong
         seen = compare(exp.expect, probe_result["obs"]) if (probe_result or {}).get("obs") else []
@@ -465,10 +495,13 @@ def judge(exp: Expectation, probe_result: dict | None, problem: str = "", dmesg:
     for pattern in exp.dmesg:
         if not re.search(pattern, dmesg):
             mismatches.append(f"dmesg: expected a line matching {pattern!r}, none logged during the case")
-    issue = exp.known_issue
     if issue:
         if not mismatches:
             return Judgement(Verdict.XPASS, expected, [], f"known issue {issue.id} did not show: the kernel may fix it")
+        if issue.splats:
+            return Judgement(Verdict.FAIL, expected, mismatches + [f"not the known issue {issue.id} either: none of "
+                                                                 "its kernel reports"],
+                             f"neither the correct behaviour nor the kernel reports of known issue {issue.id}")
         off_signature = compare(issue.signature, observed)
         if not off_signature:
             return Judgement(Verdict.XFAIL, expected, mismatches,

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from rig.errors import ConfigError
+from rig.model import splat_standing
 from rig.report import load_run, why
 
 ORIGIN = "p2pdma_rig"
@@ -73,7 +74,7 @@ def _excerpt(c: dict) -> str:
     maximum (keeping the start, where the reason is)."""
     lines = [f"{c.get('id')}: {c.get('verdict')}"] + [f"  {x}" for x in why(c)]
     for s in c.get("splats") or []:
-        lines.append(f"  {s.get('title')}{' (allowed by the expectation)' if s.get('allowed') else ''}:")
+        lines.append(f"  {s.get('title')}{splat_standing(s)}:")
         lines += ["    " + ln for ln in (s.get("decoded") or s.get("text") or "").splitlines()[:60]]
     if c.get("dmesg"):
         lines += ["  dmesg during the case:"] + ["    " + ln for ln in c["dmesg"].splitlines()[-60:]]

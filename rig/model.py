@@ -5,7 +5,7 @@ runs anything."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rig.console import Splat, is_crash
@@ -33,6 +33,14 @@ VERDICTS = tuple(v.value for v in Verdict)
 FAILING = tuple(v.value for v in Verdict if v.failing)
 
 
+def splat_standing(splat: dict) -> str:
+    """' (allowed by the expectation)', ' (known issue ID)' or '' for a splat that counts (a SplatRecord as a
+    dict, as results.json keeps it)."""
+    if splat.get("allowed"):
+        return " (allowed by the expectation)"
+    return f" (known issue {splat['known_issue']})" if splat.get("known_issue") else ""
+
+
 @dataclass
 class SplatRecord:
     """One kernel report as the run keeps it: where it was, who it belongs to, its decoded trace."""
@@ -47,10 +55,17 @@ class SplatRecord:
     allowed: bool = False  # declared by the owner's expectation (allow_splats): shown, not a failure
     decoded: str = ""
     decoded_note: str = ""
+    # the owner's known issue whose report this is: its case is XFAIL, and the run is no crash for it
+    known_issue: str = ""
 
     @property
     def crash(self) -> bool:
         return is_crash(self.kind, self.fatal)
+
+    @property
+    def standing(self) -> str:
+        """Why it fails nothing, for a report line ("" = it counts)."""
+        return splat_standing(asdict(self))
 
     @classmethod
     def of(cls, splat: Splat, boot: int, owner: str = "", allowed: bool = False, decoded: str = "",
@@ -82,20 +97,16 @@ class CaseResult:
         lines.append(f"  observed: {self.observed}")
         lines += [f"  mismatch: {m}" for m in self.mismatches]
         for s in self.splats:
-            lines.append(f"  splat{' (allowed by the expectation)' if s.allowed else ''}: {s.title}")
+            lines.append(f"  splat{s.standing}: {s.title}")
             if s.decoded:
                 lines.append(f"  decoded trace of {s.title} (scripts/decode_stacktrace.sh):")
                 lines += ["    " + ln for ln in s.decoded.splitlines()[:80]]
-            elif s.text and not s.allowed:
+            elif s.text and not s.standing:
                 lines += ["    " + ln for ln in s.text.splitlines()[:40]]
         if self.dmesg:
             lines.append("  dmesg during the case:")
             lines += ["    " + ln for ln in self.dmesg.splitlines()[-40:]]
         return "\n".join(lines)
-
-    @property
-    def failing_splats(self) -> list[SplatRecord]:
-        return [s for s in self.splats if not s.allowed]
 
 
 @dataclass

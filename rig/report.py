@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rig import behaviour_doc
 from rig.errors import RigError
-from rig.model import FAILING, VERDICTS
+from rig.model import FAILING, VERDICTS, splat_standing
 EXIT_MEANING = {0: "every case passed", 1: "a case failed or could not run", 2: "harness or configuration error",
                 3: "the guest kernel crashed", 130: "interrupted"}
 
@@ -331,7 +331,7 @@ def _splats_html(data: dict) -> str:
         else:
             trace = _pre(s.get("text", ""))
         out.append(f'<div class="splat"><h3>{_e(s.get("title"))}</h3><div class="muted">{_e(s.get("kind"))}'
-                   f'{" (fatal)" if s.get("fatal") else ""} &middot; {where}</div>{trace}</div>')
+                   f'{" (fatal)" if s.get("fatal") else ""}{_e(splat_standing(s))} &middot; {where}</div>{trace}</div>')
     return "".join(out)
 
 

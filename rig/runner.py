@@ -137,6 +137,10 @@ class Suite:
         failing = [s for s in splats if not s.allowed]
         if failing:
             problems.append("kernel splat: " + "; ".join(s.title for s in failing))
+        issue = exp.known_issue
+        if issue and failing and all(issue.explains(s.title) for s in failing):
+            for s in failing:
+                s.known_issue = issue.id
         # the kernel complaining (warning level or worse) about something the case does not declare; the lines
         # of a splat are judged as that splat
         complaints = [m for m in self.message_rules.unexpected(exp.unexpected_messages(run.kernel_warnings), True)
@@ -149,7 +153,7 @@ class Suite:
         # action cases change the machine on purpose and always end their VM
         if run.state_changes and not exp.host_action and not self._known_change(exp, run):
             problems.append("the case left the machine changed: " + "; ".join(run.state_changes))
-        judgement = judge(exp, run.result, "; ".join(problems), dmesg)
+        judgement = judge(exp, run.result, "; ".join(problems), dmesg, tuple(s.title for s in failing))
         result = CaseResult(
             id=case_id, area=exp.area, description=self.probe_set.cases.get(case_id, ""), section=exp.section,
             verdict=judgement.verdict, expected=judgement.expected,
@@ -187,12 +191,21 @@ class Suite:
     def _judge_console(self, rec: BootRecord) -> None:
         """The boot's own result: every report of its console that no case has already been judged on (at boot,
         between cases, after the last one, a dead VM's last words, or a case's report that came late)."""
-        stray = rec.unjudged({s.line for r in self.results if r.boot == rec.boot for s in r.splats})
+        judged = {s.line: s for r in self.results if r.boot == rec.boot for s in r.splats}
+        for s in rec.splats:  # the boot's record of a report keeps its case's standing
+            if s.line in judged:
+                s.allowed, s.known_issue = judged[s.line].allowed, judged[s.line].known_issue
+        stray = rec.unjudged(set(judged))
         for s in stray:
             if s.owner:
                 exp = self.expectations.get(s.owner)
                 s.allowed = bool(exp and exp.allows(s.title))
-        failing = [s for s in stray if not s.allowed]
+                # a late report of the case's known bug (its verdict, XFAIL, already says so)
+                owner_issue = exp.known_issue if exp else None
+                verdict = next((r.verdict for r in self.results if r.id == s.owner and r.boot == rec.boot), None)
+                if owner_issue and verdict == Verdict.XFAIL and owner_issue.explains(s.title):
+                    s.known_issue = owner_issue.id
+        failing = [s for s in stray if not (s.allowed or s.known_issue)]
         where = [f"{s.title} ({'in ' + s.owner + ', after its verdict' if s.owner else 'outside every case'})"
                  for s in failing]
         messages = self._outside_messages.get(rec.boot, [])

@@ -289,3 +289,71 @@ def test_a_case_failed_by_its_surroundings_still_shows_its_mismatches():
     j = judge(EXP, {"obs": {"mmap": "EINVAL"}}, problem="unexpected kernel message(s) at warning level or worse: 'x'")
     assert j.verdict == "fail" and j.reason.startswith("unexpected kernel message")
     assert j.mismatches == ["mmap: expected 'ENOMEM', observed 'EINVAL'"]
+
+
+# ---- a known issue shown by kernel reports, of one variant of a series (with_patch): recorded consoles of
+# patches/seed-v3/series-refcounts-as-posted (tests/data/consoles/README.md)
+AS_POSTED = ("[PATCH 4/4] PCI/P2PDMA: take no dev_pagemap references at the first fault, as v3 posted",)
+
+
+def _case_splats(log: str, case_id: str) -> tuple[str, ...]:
+    from conftest import DATA
+    from rig.console import case_slices, find_splats, splats_in
+
+    text = (DATA / "consoles" / log).read_text()
+    return tuple(s.title for s in splats_in(find_splats(text), case_slices(text)[case_id]))
+
+
+def test_a_patch_keyed_issue_counts_only_on_a_kernel_built_with_that_patch():
+    table = load_expectations()
+    posted = for_kernel(table, "6.12.117", "v3", AS_POSTED)
+    assert posted["peer.unbind_during_peer_dio"].known_issue.id == "seed-v3-unbind-frees-held-pages"
+    assert posted["unbind.while_mapped"].known_issue.id == "seed-v3-unbind-refcount-underflow"
+    # the default series (no such patch) and the merged kernel: the cases pass there, nothing is excused
+    for e in (for_kernel(table, "6.12.117", "v3", ("[PATCH 2/3] PCI/P2PDMA: introduce pci_mmap_p2pmem()",)),
+              for_kernel(table, "6.12.117", "merged", AS_POSTED)):
+        assert e["peer.unbind_during_peer_dio"].known_issue is None and e["unbind.while_mapped"].known_issue is None
+    # the other v3 issues stay on the variant
+    assert posted["mmap.concurrent_first_touch"].known_issue.id == "seed-v3-first-fault-race"
+
+
+def test_the_recorded_reports_of_the_refcounts_as_posted_series_are_its_known_issues():
+    table = for_kernel(load_expectations(), "6.12.117", "v3", AS_POSTED)
+    peer = _case_splats("seed-v3-refcounts-as-posted-peer-dio.log", "peer.unbind_during_peer_dio")
+    assert peer == ("kernel BUG in gen_pool_destroy", "BUG: unable to handle kernel paging request in bio_first_folio")
+    j = judge(table["peer.unbind_during_peer_dio"], None, "the probe died from signal 9; kernel splat: "
+              + "; ".join(peer), splats=peer)
+    assert j.verdict == "xfail" and "seed-v3-unbind-frees-held-pages" in j.reason and "refcounts" in j.reason
+    mapped = _case_splats("seed-v3-refcounts-as-posted-while-mapped.log", "unbind.while_mapped")
+    assert mapped == ("WARNING in percpu_ref_switch_to_atomic_rcu",)
+    j = judge(table["unbind.while_mapped"], None, "the guest stopped answering during the case", splats=mapped)
+    assert j.verdict == "xfail"
+    # the same reports on the default series are an ERROR: there the case is no known issue
+    default = for_kernel(load_expectations(), "6.12.117", "v3")
+    assert judge(default["peer.unbind_during_peer_dio"], None, "kernel splat: x", splats=peer).verdict == "error"
+
+
+def test_a_report_the_issue_does_not_name_is_still_a_failure_and_no_report_is_an_xpass():
+    issue = _KI("i", ("peer.x",), "why", "1", splats=("kernel BUG in gen_pool_destroy",))
+    e = Expectation("peer.x", "1", {"read": "OK"}, known_issue=issue)
+    other = ("kernel BUG in gen_pool_destroy", "KASAN: use-after-free in bio_endio")
+    assert judge(e, None, "kernel splat: ...", splats=other).verdict == "error"
+    assert judge(e, {"obs": {"read": "OK"}}, "kernel splat: ...", splats=other[1:]).verdict == "fail"
+    assert judge(e, {"obs": {"read": "OK"}}).verdict == "xpass"
+    # no report and a wrong answer: neither the correct behaviour nor the known bug
+    j = judge(e, {"obs": {"read": "EIO"}})
+    assert j.verdict == "fail" and "none of its kernel reports" in " ".join(j.mismatches)
+
+
+def test_a_splat_issue_needs_no_signature_but_an_issue_needs_one_or_the_other(tmp_path):
+    import yaml
+
+    base = {"cases": {"peer.x": {"section": "1", "expect": {"read": "OK"}}}}
+    ok = {**base, "known_issues": [{"id": "i", "cases": ["peer.x"], "splats": ["kernel BUG in .*"],
+                                    "with_patch": "as v3 posted", "reason": "r", "seen_in": ["6.12.117"]}]}
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(ok))
+    assert load_expectations(tmp_path / "ok.yaml")["peer.x"].declared_issues[0].with_patch == "as v3 posted"
+    bad = {**base, "known_issues": [{"id": "i", "cases": ["peer.x"], "reason": "r", "seen_in": ["6.12.117"]}]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="'splats'"):
+        load_expectations(tmp_path / "bad.yaml")
