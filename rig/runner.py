@@ -5,6 +5,7 @@ Shared by `rig run` and the pytest session fixture."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 from rig import probes as probesmod
@@ -64,32 +65,51 @@ class Suite:
         self.expectations = expectations
         self.probe_set = probe_set
         self.progress = progress or Progress("run")
+        # every VM gets its case server (with the probes) as soon as it is up, booted ahead or not
         self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress,
-                                 prepare=lambda vm, _scratch: probesmod.upload(vm, probe_set),
+                                 prepare=lambda vm, _scratch: self._start_server(vm),
                                  on_retire=self._judge_console, disks=disks, keep_disks=keep_disks)
         self.results: list[CaseResult] = []
         self.message_rules: MessageRules = load_message_rules()
         # per boot: the kernel's messages at warning level or worse outside every case (boot, between cases)
         self._outside_messages: dict[int, list[str]] = {}
-        self._server: probesmod.CaseServer | None = None  # the guest's case server of the current VM
+        self._servers: dict[int, probesmod.CaseServer] = {}  # boot number -> the case server of that VM
+        self._servers_lock = threading.Lock()
+        # the run's design (for_kernel chose one for every case): where the probes map P2P memory from
+        designs = {e.semantics for e in expectations.values()}
+        self.memory = probesmod.MEMORY_OF[designs.pop() if len(designs) == 1 else "merged"]
         # how many of the VMs the next cases need boot while the current one runs its cases (machine.boot_ahead)
         self.boot_ahead = cfg.machine.boot_ahead
 
+    def _start_server(self, vm: RunningVM) -> None:
+        """The session's preparation of every new VM (in a worker thread for one booted ahead)."""
+        server = probesmod.CaseServer(vm, self.probe_set, self.memory).start()
+        with self._servers_lock:
+            self._servers[vm.boot] = server
+
     def _server_for(self, vm: RunningVM, semantics: str) -> probesmod.CaseServer:
         memory = probesmod.MEMORY_OF[semantics]
-        if self._server is None or self._server.vm is not vm or self._server.memory != memory:
-            if self._server is not None:
-                self._server.close()
-            self._server = probesmod.CaseServer(vm, memory)
-        return self._server
+        with self._servers_lock:
+            for boot in [b for b, s in self._servers.items() if not s.vm.alive()]:  # retired VMs
+                self._servers.pop(boot).close()
+            server = self._servers.get(vm.boot)
+        if server is None or server.memory != memory:
+            if server is not None:
+                server.close()
+            server = probesmod.CaseServer(vm, self.probe_set, memory).start()
+            with self._servers_lock:
+                self._servers[vm.boot] = server
+        return server
 
     @property
     def boots(self) -> list[BootRecord]:
         return self.session.boots
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        with self._servers_lock:
+            for server in self._servers.values():
+                server.close()
+            self._servers.clear()
         self.session.close()
 
     def __enter__(self) -> "Suite":

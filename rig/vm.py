@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import select
 import shutil
 import signal
 import socket
@@ -60,6 +61,9 @@ class Console:
         self._child = child
         self._chunks: list[str] = []
         self._lock = threading.Lock()
+        # wakes wait_for() as soon as output arrives, so a marker is seen when it is printed, not at the next poll
+        self._arrived = threading.Condition(self._lock)
+        self._version = 0
         self._log = open(log_path, "a", encoding="utf-8", errors="replace")
         self.closed = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="console", daemon=True)
@@ -78,7 +82,11 @@ class Console:
                 self._chunks.append(data)
                 self._log.write(data)
                 self._log.flush()
+                self._version += 1
+                self._arrived.notify_all()
         self.closed.set()
+        with self._lock:
+            self._arrived.notify_all()
 
     def text(self) -> str:
         with self._lock:
@@ -90,14 +98,20 @@ class Console:
         return "\n".join(self.text().splitlines()[-n:])
 
     def wait_for(self, needle: str, timeout: float, stop_if=lambda: False) -> bool:
+        """True once `needle` is on the console; False at the timeout, or when the console closed or
+        `stop_if()` (checked at least every 0.1 s) without it."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            seen = self._version
             if needle in self.text():
                 return True
             if self.closed.is_set() or stop_if():
                 return needle in self.text()
-            time.sleep(0.1)
-        return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._arrived:
+                self._arrived.wait_for(lambda: self._version != seen or self.closed.is_set(), min(remaining, 0.1))
 
     def close(self) -> None:
         self._thread.join(timeout=5)
@@ -124,6 +138,8 @@ class RunningVM:
             self.cmd.argv[0], list(self.cmd.argv[1:]), encoding="utf-8", codec_errors="replace", timeout=None,
             preexec_fn=_die_with_parent, echo=False,
         )
+        # pexpect sleeps 0.1 s after closing the pty by default; stop() has already waited for QEMU to exit
+        self._child.delayafterclose = self._child.ptyproc.delayafterclose = 0.0
         self.console = Console(self._child, self.workdir / "console.log")
         return self
 
@@ -142,13 +158,14 @@ class RunningVM:
         last_err: Exception | None = None
         while time.monotonic() < deadline and self.alive():
             try:
-                if self.run("true", timeout=15).exited == 0:
-                    self.ready_s = time.monotonic() - self.started
-                    return
+                # logged in (key exchange and public-key auth done): the guest takes commands
+                self.connection().open()
+                self.ready_s = time.monotonic() - self.started
+                return
             except Exception as e:  # noqa: BLE001 - any SSH failure means "not yet"
                 last_err = e
                 self._drop_connection()
-            time.sleep(0.1)  # sshd was started before the ready marker: it is seconds at most
+            time.sleep(0.02)  # sshd was started before the ready marker: it listens a fraction of a second later
         raise BootError(f"guest booted but SSH on 127.0.0.1:{self.cmd.ssh_port} never answered ({last_err}). "
                         f"Last console lines:\n{self.console.tail(25)}")
 
@@ -159,7 +176,7 @@ class RunningVM:
                 self._qmp_quit()
                 deadline = time.monotonic() + 10
                 while self._child.isalive() and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                    time.sleep(0.01)
             if self._child.isalive():
                 self._child.terminate(force=True)
             try:
@@ -213,34 +230,9 @@ class RunningVM:
                 pass
             self._conn = None
 
-    def run(self, command: str, timeout: float = 60, during=None) -> CommandResult:
-        """Run a shell command in the guest. Raises GuestError when the guest does not answer in time.
-
-        `during`, if given, is called on the host while the command runs (e.g. a QMP action the command waits
-        for); the command is joined afterwards."""
-        from invoke.exceptions import CommandTimedOut
-
-        try:
-            conn = self.connection()
-            if during is None:
-                r = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
-            else:
-                promise = conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False,
-                                   asynchronous=True)
-                try:
-                    during()
-                finally:
-                    r = promise.join()
-        except CommandTimedOut as e:
-            self._drop_connection()
-            raise GuestError(f"guest command timed out after {timeout:.0f}s: {command}") from e
-        except (OSError, EOFError) as e:
-            self._drop_connection()
-            raise GuestError(f"SSH to the guest failed ({e.__class__.__name__}: {e})") from e
-        except Exception as e:  # paramiko's SSHException and friends
-            self._drop_connection()
-            raise GuestError(f"SSH to the guest failed ({e.__class__.__name__}: {e})") from e
-        return CommandResult(r.exited, r.stdout, r.stderr)
+    def run(self, command: str, timeout: float = 60) -> CommandResult:
+        """Run a shell command in the guest. Raises GuestError when the guest does not answer in time."""
+        return self.run_with_input(command, b"", timeout)
 
     def _exec_channel(self, command: str, combine_stderr: bool = False, timeout: float | None = None):
         """`command` started on a new channel of the VM's SSH connection (paramiko's, under fabric's)."""
@@ -263,18 +255,30 @@ class RunningVM:
         return GuestStream(chan, command)
 
     def run_with_input(self, command: str, data: bytes, timeout: float = 60) -> CommandResult:
-        """Run a guest command with `data` as its stdin (e.g. a tar stream into `tar -x`): one exec channel,
-        where an SFTP upload first starts an sftp-server in the guest (about 1.3 s under TCG)."""
+        """Run a guest command with `data` as its stdin (e.g. a tar stream into `tar -x`) on one exec channel of
+        the VM's SSH connection, stdout and stderr read together as they come. (An SFTP upload would first
+        start an sftp-server in the guest, about 1.3 s under TCG; fabric's run() adds its I/O threads.)"""
+        deadline = time.monotonic() + timeout
         try:
             chan = self._exec_channel(command, timeout=timeout)
-            chan.sendall(data)
+            if data:
+                chan.sendall(data)
             chan.shutdown_write()
-            out, err = chan.makefile("rb").read(), chan.makefile_stderr("rb").read()
+            out, err = bytearray(), bytearray()
+            while not (chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout(f"no exit after {timeout:.0f}s")
+                select.select([chan], [], [], min(left, 1.0))  # readable on stdout or stderr data, or the exit
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
             status = chan.recv_exit_status()
             chan.close()
         except Exception as e:  # socket.timeout, paramiko's SSHException, OSError, EOFError
             self._drop_connection()
-            raise GuestError(f"guest command {command!r} with input failed ({e.__class__.__name__}: {e})") from e
+            raise GuestError(f"guest command {command!r} failed ({e.__class__.__name__}: {e})") from e
         return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def put(self, local: Path, remote: str) -> None:
@@ -294,8 +298,11 @@ class GuestStream:
         self._buf = b""
 
     def send_line(self, text: str) -> None:
+        self.send((text + "\n").encode())
+
+    def send(self, data: bytes) -> None:
         try:
-            self._chan.sendall((text + "\n").encode())
+            self._chan.sendall(data)
         except (OSError, EOFError) as e:
             raise GuestError(f"guest command {self.command!r} no longer reads its input ({e})") from e
 

@@ -51,3 +51,32 @@ def test_qboot_is_the_default_firmware_and_seabios_stays_available():
 
     assert "qboot.rom" in argv(MachineConfig())
     assert "-bios" not in argv(MachineConfig(firmware="seabios"))
+
+
+def test_the_server_bootstrap_unpacks_the_bundle_from_stdin_then_serves_the_cases_that_follow(tmp_path):
+    """SERVE_BOOTSTRAP as the guest runs it (python3 -S -c), on the host's Python: the length line, the tar and
+    the first request arrive in one write, so the interpreter must not lose the request it read ahead."""
+    import io
+    import subprocess
+    import sys
+    import tarfile
+
+    from rig.probes import SERVE_BOOTSTRAP, SERVING
+
+    server = ("import sys\nfrom helper import WORD\nassert sys.argv[1:] == ['--serve']\n"
+              "for line in sys.stdin:\n    print(WORD, line.strip(), flush=True)\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in (("run_case.py", server), ("helper.py", "WORD = 'served'\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    data = buf.getvalue()
+    dest = tmp_path / "rig"
+    dest.mkdir()
+    r = subprocess.run([sys.executable, "-S", "-u", "-c", SERVE_BOOTSTRAP, str(dest)],
+                       input=f"{len(data)}\n".encode() + data + b"60 sysfs.published\n60 mmap.shared_1m\n",
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().splitlines() == [SERVING, "served 60 sysfs.published", "served 60 mmap.shared_1m"]
+    assert (dest / "helper.py").exists()
