@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Everything the rig runs on the host: QEMU, the kernel source and its build tools, the image builder.
 DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.12 build-essential flex bison bc \
 	libelf-dev libssl-dev cpio kmod xz-utils rsync ccache mmdebstrap e2fsprogs openssh-client python3-venv \
-	patch git procps libncurses-dev
+	patch git procps libncurses-dev lz4
 # Only `make test` needs these: headless Chromium renders report.html; actionlint runs shellcheck on the
 # workflow's `run:` scripts.
 TEST_DEB_PACKAGES := chromium shellcheck

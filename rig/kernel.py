@@ -326,12 +326,29 @@ class _Make:
             raise BuildError(f"merge_config.sh failed (exit {rc}); full log: {self.log}")
 
 
+# host tools a kernel option needs at build time, beyond the compiler (kernel-config/tiny-base.config asks LZ4)
+OPTION_TOOLS = {"CONFIG_KERNEL_LZ4=y": "lz4", "CONFIG_KERNEL_ZSTD=y": "zstd"}
+
+
+def missing_build_tools(spec: KernelSpec) -> list[str]:
+    """`tool (for OPTION)` for each host tool an option of the spec's fragments or --kconfig-add needs and PATH
+    lacks."""
+    lines = set(spec.kconfig_add)
+    for f in spec.fragments:
+        lines.update(ln.strip() for ln in f.read_text().splitlines())
+    return [f"{tool} (for {opt})" for opt, tool in OPTION_TOOLS.items() if opt in lines and not shutil.which(tool)]
+
+
 def build_kernel(spec: KernelSpec, progress: Progress | None = None) -> KernelBuild:
     progress = progress or Progress("kernel")
     key = build_key(spec)
     entry = CacheEntry(spec.cache_root, "kernels", key)
     if entry.exists():
         return with_spec_manifest(load_build(entry.path), spec)
+    missing = missing_build_tools(spec)
+    if missing:
+        raise ConfigError(f"building this kernel needs {', '.join(missing)}, not found. Fix: run `make deps` "
+                          "(installs the Debian package lz4 and the others).")
     with entry.lock():
         if entry.exists():  # another rig built it while we waited
             return with_spec_manifest(load_build(entry.path), spec)

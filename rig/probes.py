@@ -141,10 +141,12 @@ def check_against(cases: dict[str, str], expected_ids: list[str]) -> None:
 
 
 def bundle(probes: ProbeSet, root: Path = GUEST_TESTS) -> bytes:
+    """What the guest runs: run_case.py, the Python probes and their library, the compiled probes in bin/ (the C
+    sources and the expectations stay on the host: fewer files for the guest to write under TCG)."""
     buf = io.BytesIO()
     # not compressed: gunzip under TCG costs the guest more than the bigger transfer over the SSH channel
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for p in sorted(root.rglob("*")):
+        for p in sorted(root.rglob("*.py")):
             if p.is_file() and "__pycache__" not in p.parts:
                 tar.add(p, arcname=str(p.relative_to(root)))
         for p in sorted(probes.bin_dir.iterdir()):

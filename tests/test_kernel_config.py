@@ -125,3 +125,17 @@ def test_the_p2pmem_design_is_read_from_the_kernels_system_map():
     assert p2pmem_semantics(merged) == "merged"
     only_ksymtab = "\n".join(line for line in v3.splitlines() if not line.endswith(" T pci_mmap_p2pmem"))
     assert "__ksymtab_pci_mmap_p2pmem" in only_ksymtab and p2pmem_semantics(only_ksymtab) == "merged"
+
+
+def test_a_kernel_option_that_needs_a_host_tool_is_named_before_the_build(tmp_path, monkeypatch):
+    import dataclasses
+
+    from rig.config import load_config
+    from rig.kernel import kernel_spec, missing_build_tools
+
+    spec = kernel_spec(load_config())
+    assert "CONFIG_KERNEL_LZ4" in parse_fragment((FRAGMENT_DIR / "tiny-base.config").read_text())
+    monkeypatch.setenv("PATH", str(tmp_path))  # no lz4, no zstd
+    assert missing_build_tools(spec) == ["lz4 (for CONFIG_KERNEL_LZ4=y)"]
+    zstd = dataclasses.replace(spec, kconfig_add=("CONFIG_KERNEL_ZSTD=y",))
+    assert missing_build_tools(zstd) == ["lz4 (for CONFIG_KERNEL_LZ4=y)", "zstd (for CONFIG_KERNEL_ZSTD=y)"]
