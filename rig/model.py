@@ -108,6 +108,11 @@ class CaseResult:
             lines += ["    " + ln for ln in self.dmesg.splitlines()[-40:]]
         return "\n".join(lines)
 
+    @property
+    def failing_splats(self) -> list[SplatRecord]:
+        """The case's reports that count against it: neither allowed nor its known issue's."""
+        return [s for s in self.splats if not s.standing]
+
 
 @dataclass
 class BootRecord:

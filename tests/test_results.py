@@ -32,6 +32,8 @@ def test_exit_codes():
     known.known_issue = "seed-v3-unbind-frees-held-pages"
     assert exit_code([case("a.c", "xfail", [known])], [BootRecord(1, "default", Path("/tmp/b1"), 5.0, "tcg", "q",
                                                                   splats=[known])]) == 0
+    allowed = SplatRecord.of(Splat("warning", "WARNING in x", False, 9, "WARNING: x"), 1, allowed=True)
+    assert case("a.c", "xfail", [known, allowed, crash]).failing_splats == [crash]
 
 
 def test_json_has_the_documented_fields():
