@@ -74,7 +74,8 @@ def _excerpt(c: dict) -> str:
     maximum (keeping the start, where the reason is)."""
     lines = [f"{c.get('id')}: {c.get('verdict')}"] + [f"  {x}" for x in why(c)]
     for s in c.get("splats") or []:
-        lines.append(f"  {s.get('title')}{splat_standing(s)}:")
+        standing = splat_standing(s.get("allowed", False), s.get("known_issue", ""))
+        lines.append(f"  {s.get('title')}{standing}:")
         lines += ["    " + ln for ln in (s.get("decoded") or s.get("text") or "").splitlines()[:60]]
     if c.get("dmesg"):
         lines += ["  dmesg during the case:"] + ["    " + ln for ln in c["dmesg"].splitlines()[-60:]]

@@ -327,16 +327,23 @@ class _Make:
 
 
 # host tools a kernel option needs at build time, beyond the compiler (kernel-config/tiny-base.config asks LZ4)
-OPTION_TOOLS = {"CONFIG_KERNEL_LZ4=y": "lz4", "CONFIG_KERNEL_ZSTD=y": "zstd"}
+OPTION_TOOLS = {"CONFIG_KERNEL_LZ4": "lz4", "CONFIG_KERNEL_ZSTD": "zstd"}
+
+
+def wanted_options(fragment_texts: list[str]) -> dict[str, str | None]:
+    """What the fragments ask for, merged in order (a later fragment wins, as merge_config.sh does)."""
+    wanted: dict[str, str | None] = {}
+    for text in fragment_texts:
+        wanted.update(parse_fragment(text))
+    return wanted
 
 
 def missing_build_tools(spec: KernelSpec) -> list[str]:
-    """`tool (for OPTION)` for each host tool an option of the spec's fragments or --kconfig-add needs and PATH
-    lacks."""
-    lines = set(spec.kconfig_add)
-    for f in spec.fragments:
-        lines.update(ln.strip() for ln in f.read_text().splitlines())
-    return [f"{tool} (for {opt})" for opt, tool in OPTION_TOOLS.items() if opt in lines and not shutil.which(tool)]
+    """`tool (for OPTION=y)` for each host tool an option of the spec's fragments or --kconfig-add needs and
+    PATH lacks."""
+    wanted = wanted_options([f.read_text() for f in spec.fragments] + ["\n".join(spec.kconfig_add)])
+    return [f"{tool} (for {sym}=y)" for sym, tool in OPTION_TOOLS.items()
+            if wanted.get(sym) == "y" and not shutil.which(tool)]
 
 
 def build_kernel(spec: KernelSpec, progress: Progress | None = None) -> KernelBuild:
@@ -412,9 +419,7 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
     make.run("tinyconfig")
     make.merge(fragments)
     make.run("olddefconfig")
-    wanted: dict[str, str | None] = {}
-    for f in fragments:
-        wanted.update(parse_fragment(f.read_text()))
+    wanted = wanted_options([f.read_text() for f in fragments])
     final_config = (out / ".config").read_text()
     dropped = dropped_options(wanted, final_config)
     renamed: list[str] = []

@@ -5,7 +5,7 @@ runs anything."""
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rig.console import Splat, is_crash
@@ -33,12 +33,12 @@ VERDICTS = tuple(v.value for v in Verdict)
 FAILING = tuple(v.value for v in Verdict if v.failing)
 
 
-def splat_standing(splat: dict) -> str:
-    """' (allowed by the expectation)', ' (known issue ID)' or '' for a splat that counts (a SplatRecord as a
-    dict, as results.json keeps it)."""
-    if splat.get("allowed"):
+def splat_standing(allowed: bool, known_issue: str) -> str:
+    """' (allowed by the expectation)', ' (known issue ID)' or '' for a splat that counts (SplatRecord's fields,
+    also as results.json keeps them)."""
+    if allowed:
         return " (allowed by the expectation)"
-    return f" (known issue {splat['known_issue']})" if splat.get("known_issue") else ""
+    return f" (known issue {known_issue})" if known_issue else ""
 
 
 @dataclass
@@ -65,7 +65,7 @@ class SplatRecord:
     @property
     def standing(self) -> str:
         """Why it fails nothing, for a report line ("" = it counts)."""
-        return splat_standing(asdict(self))
+        return splat_standing(self.allowed, self.known_issue)
 
     @classmethod
     def of(cls, splat: Splat, boot: int, owner: str = "", allowed: bool = False, decoded: str = "",

@@ -330,8 +330,9 @@ def _splats_html(data: dict) -> str:
                      f'{": " + _e(s["decoded_note"]) if s.get("decoded_note") else ""}</div>{_pre(s["decoded"])}')
         else:
             trace = _pre(s.get("text", ""))
+        standing = splat_standing(s.get("allowed", False), s.get("known_issue", ""))
         out.append(f'<div class="splat"><h3>{_e(s.get("title"))}</h3><div class="muted">{_e(s.get("kind"))}'
-                   f'{" (fatal)" if s.get("fatal") else ""}{_e(splat_standing(s))} &middot; {where}</div>{trace}</div>')
+                   f'{" (fatal)" if s.get("fatal") else ""}{_e(standing)} &middot; {where}</div>{trace}</div>')
     return "".join(out)
 
 

@@ -17,8 +17,8 @@ def exit_code(results: list[CaseResult], boots: list[BootRecord]) -> int:
     """3 when the guest kernel crashed (Oops, BUG, KASAN, panic) anywhere, in a case or outside every case
     (each boot's kernel.console result holds the latter), unless a case allows it or it is the report of a
     case's known issue; 1 when a case failed; else 0."""
-    crashed = any(s.crash and not (s.allowed or s.known_issue) for r in results for s in r.splats) or any(
-        s.crash and not (s.allowed or s.known_issue) for b in boots for s in b.splats)
+    crashed = any(s.crash and not s.standing for r in results for s in r.splats) or any(
+        s.crash and not s.standing for b in boots for s in b.splats)
     if crashed:
         return EXIT_GUEST_CRASH
     if any(r.verdict in FAILING for r in results):

@@ -81,25 +81,20 @@ class Suite:
         # how many of the VMs the next cases need boot while the current one runs its cases (machine.boot_ahead)
         self.boot_ahead = cfg.machine.boot_ahead
 
-    def _start_server(self, vm: RunningVM) -> None:
+    def _start_server(self, vm: RunningVM) -> probesmod.CaseServer:
         """The session's preparation of every new VM (in a worker thread for one booted ahead)."""
         server = probesmod.CaseServer(vm, self.probe_set, self.memory).start()
         with self._servers_lock:
             self._servers[vm.boot] = server
+        return server
 
-    def _server_for(self, vm: RunningVM, semantics: str) -> probesmod.CaseServer:
-        memory = probesmod.MEMORY_OF[semantics]
+    def _server_for(self, vm: RunningVM) -> probesmod.CaseServer:
+        """The VM's case server, started when the VM came up (_start_server); the servers of retired VMs closed."""
         with self._servers_lock:
-            for boot in [b for b, s in self._servers.items() if not s.vm.alive()]:  # retired VMs
+            for boot in [b for b, s in self._servers.items() if not s.vm.alive()]:
                 self._servers.pop(boot).close()
             server = self._servers.get(vm.boot)
-        if server is None or server.memory != memory:
-            if server is not None:
-                server.close()
-            server = probesmod.CaseServer(vm, self.probe_set, memory).start()
-            with self._servers_lock:
-                self._servers[vm.boot] = server
-        return server
+        return server or self._start_server(vm)
 
     @property
     def boots(self) -> list[BootRecord]:
@@ -139,7 +134,7 @@ class Suite:
         t0 = time.monotonic()
         during = (lambda: self._host_action(vm, case_id, exp.host_action)) if exp.host_action else None
         try:
-            run = self._server_for(vm, exp.semantics).run(case_id, timeout, during=during)
+            run = self._server_for(vm).run(case_id, timeout, during=during)
         except GuestError as e:
             guest_lost = str(e)
             run = probesmod.CaseRun(case_id, None, "", time.monotonic() - t0, "")
@@ -157,10 +152,6 @@ class Suite:
         failing = [s for s in splats if not s.allowed]
         if failing:
             problems.append("kernel splat: " + "; ".join(s.title for s in failing))
-        issue = exp.known_issue
-        if issue and failing and all(issue.explains(s.title) for s in failing):
-            for s in failing:
-                s.known_issue = issue.id
         # the kernel complaining (warning level or worse) about something the case does not declare; the lines
         # of a splat are judged as that splat
         complaints = [m for m in self.message_rules.unexpected(exp.unexpected_messages(run.kernel_warnings), True)
@@ -174,6 +165,9 @@ class Suite:
         if run.state_changes and not exp.host_action and not self._known_change(exp, run):
             problems.append("the case left the machine changed: " + "; ".join(run.state_changes))
         judgement = judge(exp, run.result, "; ".join(problems), dmesg, tuple(s.title for s in failing))
+        if judgement.verdict == Verdict.XFAIL and failing:  # only a known issue's `splats` make that an XFAIL
+            for s in failing:
+                s.known_issue = exp.known_issue.id
         result = CaseResult(
             id=case_id, area=exp.area, description=self.probe_set.cases.get(case_id, ""), section=exp.section,
             verdict=judgement.verdict, expected=judgement.expected,
@@ -225,7 +219,7 @@ class Suite:
                 verdict = next((r.verdict for r in self.results if r.id == s.owner and r.boot == rec.boot), None)
                 if owner_issue and verdict == Verdict.XFAIL and owner_issue.explains(s.title):
                     s.known_issue = owner_issue.id
-        failing = [s for s in stray if not (s.allowed or s.known_issue)]
+        failing = [s for s in stray if not s.standing]
         where = [f"{s.title} ({'in ' + s.owner + ', after its verdict' if s.owner else 'outside every case'})"
                  for s in failing]
         messages = self._outside_messages.get(rec.boot, [])
