@@ -56,14 +56,25 @@ class NvmeConfig:
     # size of the namespace (a sparse backing file, or the null-co device)
     namespace_mb: int = 256
     # where the controller sits: root (an integrated endpoint on the root complex), root-port (its own
-    # hot-pluggable PCIe root port), switch (a downstream port of the one PCIe switch, x3130/xio3130)
+    # hot-pluggable PCIe root port, with ACS), switch (a downstream port of the one PCIe switch, x3130/xio3130,
+    # no ACS), function (the next function of the controller before it: one multifunction device behind its port)
     attach: str = "root"
     # > 0: back the namespace with QEMU's null-co driver and this latency per request, to keep O_DIRECT
     # in flight for race tests (no data is stored)
     latency_ns: int = 0
+    # bytes of metadata per logical block of the namespace (QEMU nvme-ns `ms`, in a separate buffer), and its
+    # protection information type (`pi`: 0 none, 1-3; needs metadata_bytes >= 8)
+    metadata_bytes: int = 0
+    protection: int = 0
+    # controllers that name one subsystem share an NVMe subsystem (QEMU nvme-subsys) and its namespace, which
+    # the first of them defines: two paths to one namespace (NVMe multipath)
+    subsystem: str = ""
 
 
 FIRMWARE = ("qboot", "seabios")
+ATTACH = ("root", "root-port", "switch", "function")
+# "": no IOMMU; "intel": QEMU's intel-iommu (DMA remapping; the rig adds intel_iommu=on); "virtio": virtio-iommu-pci
+IOMMUS = ("", "intel", "virtio")
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,7 @@ class MachineConfig:
     firmware: str = "qboot"
     qemu_binary: str = "qemu-system-x86_64"  # name on PATH or a path (a QEMU built by hand)
     nvme: tuple[NvmeConfig, ...] = (NvmeConfig(),)
+    iommu: str = ""  # IOMMUS
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,8 @@ class TopologyConfig:
     cpu: str = ""  # "" = machine.cpu
     nvme: tuple[NvmeConfig, ...] = (NvmeConfig(),)
     description: str = ""
+    iommu: str = ""  # IOMMUS
+    kernel_cmdline: str = ""  # appended to machine.kernel_cmdline on this machine (iommu=pt, swiotlb=force...)
 
 
 DEFAULT_TOPOLOGIES = {
@@ -116,6 +130,49 @@ DEFAULT_TOPOLOGIES = {
     "hotplug": TopologyConfig(
         nvme=(NvmeConfig(attach="root-port"),),
         description="the provider on its own hot-pluggable root port, for QMP device_del"),
+    # guest IOMMUs: Linux asks for ACS redirect on every port that has it (pci_request_acs) when an IOMMU driver
+    # runs; QEMU's pcie-root-port has ACS, its switch ports do not. Controller 0 is a provider; 1 is its second
+    # function behind the same root port (their common upstream bridge has ACS redirect: through the host
+    # bridge); 2 sits on a root port of its own (no common bridge: through the host bridge); 3 (a provider) and
+    # 4 share a switch (a bus address, which Linux leaves out of the IOMMU)
+    "iommu-amd": TopologyConfig(
+        cpu="EPYC", iommu="intel",
+        nvme=(NvmeConfig(attach="root-port"), NvmeConfig(cmb_size_mb=0, attach="function"),
+              NvmeConfig(cmb_size_mb=0, attach="root-port"), NvmeConfig(attach="switch"),
+              NvmeConfig(cmb_size_mb=0, attach="switch")),
+        description="intel-iommu translating, AMD family 0x17 model: peers behind an ACS root port and on another "
+                    "root port (P2P through the host bridge, mapped by the IOMMU), a provider and a peer under a "
+                    "switch"),
+    "iommu-intel": TopologyConfig(
+        cpu="Nehalem", iommu="intel",
+        nvme=(NvmeConfig(attach="root-port"), NvmeConfig(cmb_size_mb=0, attach="function"),
+              NvmeConfig(cmb_size_mb=0, attach="root-port")),
+        description="as iommu-amd with an Intel model: P2P refused, with the ACS and host bridge whitelist warnings"),
+    "iommu-pt": TopologyConfig(
+        cpu="EPYC", iommu="intel", kernel_cmdline="iommu=pt",
+        nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch"),
+              NvmeConfig(cmb_size_mb=0, attach="root-port")),
+        description="intel-iommu in pass-through (identity domains), AMD model: a peer under the switch and one "
+                    "on a root port"),
+    # swiotlb= twice: 6.12 takes only the exact word "force"; 7.x also counts the bounce slots in use (debugfs
+    # io_tlb_used_hiwater) only with ",track_hiwater", which 6.12 would read as no "force" at all
+    "swiotlb": TopologyConfig(
+        cpu="EPYC", kernel_cmdline="swiotlb=force swiotlb=force,track_hiwater",
+        nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
+        description="every streaming DMA mapping bounced (swiotlb=force), AMD model, two controllers on the root "
+                    "complex"),
+    # NVMe shapes the other machines lack, in one machine (one boot): 0 (a provider) and 1 share a switch, 2 (a
+    # provider) is on the root complex, which the Intel model cannot reach from the switch: two providers'
+    # pages in one request; 3 has a 1 MiB CMB, which QEMU offers and Linux must skip; 4 (a provider) has a
+    # namespace with 8 bytes of metadata per block, protection information type 1; 5 (a provider) and 6 are
+    # the two controllers of one NVMe subsystem under the switch, with a shared namespace (multipath)
+    "features": TopologyConfig(
+        cpu="Nehalem",
+        nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch"), NvmeConfig(),
+              NvmeConfig(cmb_size_mb=1), NvmeConfig(metadata_bytes=8, protection=1),
+              NvmeConfig(attach="switch", subsystem="mp"), NvmeConfig(cmb_size_mb=0, attach="switch", subsystem="mp")),
+        description="two providers (one under a switch with a peer, one on the root complex; Intel model), a 1 MiB "
+                    "CMB, a namespace with metadata, a multipath subsystem of two controllers"),
     "switch-slow": TopologyConfig(
         nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch", latency_ns=2_000_000_000)),
         description="as switch, but the peer's backend takes 2 s per request: O_DIRECT stays in flight"),
@@ -154,7 +211,9 @@ class RigConfig:
         if topology == "default":
             return self.machine
         topo = self.topologies[topology]
-        return dataclasses.replace(self.machine, cpu=topo.cpu or self.machine.cpu, nvme=topo.nvme)
+        cmdline = " ".join(p for p in (self.machine.kernel_cmdline, topo.kernel_cmdline) if p)
+        return dataclasses.replace(self.machine, cpu=topo.cpu or self.machine.cpu, nvme=topo.nvme,
+                                   iommu=topo.iommu or self.machine.iommu, kernel_cmdline=cmdline)
 
     @property
     def out_path(self) -> Path:
@@ -264,6 +323,58 @@ def _at_least(file: str, key: str, value: int, low: int, why: str = "") -> None:
         raise ConfigError(f"{file}: '{key}' must be at least {low}, got {value}" + (f" ({why})" if why else ""))
 
 
+def _check_machine(file: str, where: str, nvmes: tuple[NvmeConfig, ...], iommu: str, cmdline: str,
+                   default_machine: bool) -> None:
+    """One machine (machine, or a topology): its NVMe controllers, IOMMU and command line."""
+    if iommu not in IOMMUS:
+        raise ConfigError(f"{file}: '{where}.iommu' must be intel or virtio (or absent for none), got {iommu!r}")
+    if "\n" in cmdline or "\r" in cmdline:
+        raise ConfigError(f"{file}: '{where}.kernel_cmdline' has a line break; the kernel command line is one line")
+    # every case of the default machine maps p2pmem: it needs a CMB Linux takes (2 MiB or more); a topology may
+    # have only a small one, to check that Linux ignores it
+    smallest = 2 if default_machine else 1
+    if not any(n.cmb_size_mb >= smallest for n in nvmes):
+        raise ConfigError(f"{file}: '{where}.nvme' needs at least one NVMe controller with a CMB"
+                          + (" of 2 MiB or more (the P2P memory every case maps)" if default_machine else ""))
+    subsystems: set[str] = set()
+    for i, n in enumerate(nvmes):
+        key = f"{where}.nvme[{i}]"
+        size = n.cmb_size_mb
+        if size != 0 and size & (size - 1):
+            raise ConfigError(
+                f"{file}: '{key}.cmb_size_mb' is {size}: it must be a power of two, or 0 for no CMB (QEMU requires "
+                "a power-of-two BAR; Linux ignores a CMB smaller than 2 MiB). Try 64.")
+        if size > MAX_CMB_MB:
+            raise ConfigError(f"{file}: '{key}.cmb_size_mb' is {size}: at most {MAX_CMB_MB} (QEMU backs "
+                              "the CMB with host memory). Try 64.")
+        if n.namespace_mb < 16:
+            raise ConfigError(f"{file}: '{key}.namespace_mb' must be at least 16, got {n.namespace_mb}")
+        _at_least(file, f"{key}.latency_ns", n.latency_ns, 0, "0 = a real backing file")
+        if n.attach not in ATTACH:
+            raise ConfigError(f"{file}: '{key}.attach' must be {', '.join(ATTACH)}, got {n.attach!r}")
+        if n.attach == "function":
+            base = next((j for j in range(i - 1, -1, -1) if nvmes[j].attach != "function"), None)
+            if base is None:
+                raise ConfigError(f"{file}: '{key}.attach' is function, but no controller comes before it to "
+                                  "share its device")
+            if i - base > 7:
+                raise ConfigError(f"{file}: '{key}.attach': a PCI device has at most 8 functions")
+        if n.metadata_bytes not in (0, 8, 16, 64):
+            raise ConfigError(f"{file}: '{key}.metadata_bytes' must be 0, 8, 16 or 64, got {n.metadata_bytes}")
+        if n.protection not in (0, 1, 2, 3):
+            raise ConfigError(f"{file}: '{key}.protection' must be 0 (none), 1, 2 or 3, got {n.protection}")
+        if n.protection and n.metadata_bytes < 8:
+            raise ConfigError(f"{file}: '{key}.protection' needs metadata_bytes of 8 or more (the protection "
+                              "information lives in the metadata)")
+        if n.subsystem and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", n.subsystem):
+            raise ConfigError(f"{file}: '{key}.subsystem' must be a short name of a-z, 0-9 and -, got {n.subsystem!r}")
+        if n.subsystem and n.subsystem in subsystems and (n.metadata_bytes or n.protection or n.latency_ns):
+            raise ConfigError(f"{file}: '{key}': the namespace of subsystem {n.subsystem!r} is defined by its first "
+                              "controller; give metadata_bytes, protection and latency_ns there")
+        if n.subsystem:
+            subsystems.add(n.subsystem)
+
+
 def _check(cfg: RigConfig, file: str) -> None:
     m = cfg.machine
     if m.accel not in ("auto", "kvm", "tcg"):
@@ -282,25 +393,10 @@ def _check(cfg: RigConfig, file: str) -> None:
     _at_least(file, "probes.case_timeout_s", cfg.probes.case_timeout_s, 1, "seconds before a case's watchdog")
     _at_least(file, "kernel.jobs", cfg.kernel.jobs, 0, "0 = one make job per CPU")
     _at_least(file, "image.size_mb", cfg.image.size_mb, 512, "the guest's root file system")
-    machines = [("machine.nvme", m.nvme)] + [(f"topologies.{k}.nvme", t.nvme) for k, t in cfg.topologies.items()]
-    for where, nvmes in machines:
-        if not any(n.cmb_size_mb for n in nvmes):
-            raise ConfigError(f"{file}: '{where}' needs at least one NVMe controller with a CMB (the P2P memory)")
-        for i, n in enumerate(nvmes):
-            size = n.cmb_size_mb
-            if size != 0 and (size < 2 or size & (size - 1)):
-                raise ConfigError(
-                    f"{file}: '{where}[{i}].cmb_size_mb' is {size}: it must be a power of two >= 2, or 0 for no "
-                    "CMB (QEMU requires a power-of-two BAR; Linux ignores a CMB smaller than 2 MiB). Try 64."
-                )
-            if size > MAX_CMB_MB:
-                raise ConfigError(f"{file}: '{where}[{i}].cmb_size_mb' is {size}: at most {MAX_CMB_MB} (QEMU backs "
-                                  "the CMB with host memory). Try 64.")
-            if n.namespace_mb < 16:
-                raise ConfigError(f"{file}: '{where}[{i}].namespace_mb' must be at least 16, got {n.namespace_mb}")
-            _at_least(file, f"{where}[{i}].latency_ns", n.latency_ns, 0, "0 = a real backing file")
-            if n.attach not in ("root", "root-port", "switch"):
-                raise ConfigError(f"{file}: '{where}[{i}].attach' must be root, root-port or switch, got {n.attach!r}")
+    machines = [("machine", m.nvme, m.iommu, m.kernel_cmdline)] + [
+        (f"topologies.{k}", t.nvme, t.iommu, t.kernel_cmdline) for k, t in cfg.topologies.items()]
+    for where, nvmes, iommu, cmdline in machines:
+        _check_machine(file, where, nvmes, iommu, cmdline, default_machine=where == "machine")
     if cfg.probes.semantics not in ("auto", "merged", "v3"):
         raise ConfigError(f"{file}: 'probes.semantics' must be auto, merged or v3, got {cfg.probes.semantics!r}")
     if cfg.kernel.profile not in cfg.profiles:

@@ -188,11 +188,11 @@ class Race:
     def _surprise_removals(self, vm: RunningVM, until: float, removals: _Removals) -> None:
         """Remove the provider with QMP device_del, then device_add the same controller on the same slot, again
         and again; the device is back before the workers finish."""
-        from rig.qemu import NvmeDrive, hotplug_slot, nvme_device
+        from rig.qemu import NvmeDrive, nvme_device
 
         machine = self.cfg.machine_for(SCENARIO_TOPOLOGY["surprise-removal"])
-        drives = [NvmeDrive(Path("-"), n.cmb_size_mb, n.attach, n.latency_ns, n.namespace_mb) for n in machine.nvme]
-        props = nvme_device(0, drives[0], hotplug_slot(drives, 0))
+        drives = [NvmeDrive(Path("-"), n) for n in machine.nvme]
+        props = nvme_device(drives, 0)
         rng = random.Random(self.spec.seed)
         # not before the racer has read its baseline: a removal frees the driver's queues in the pool
         assert vm.console

@@ -25,7 +25,8 @@ from rig.errors import BootError, GuestError
 from rig.image import GuestImage, SshKey
 from rig.kernel import KernelBuild
 from rig.progress import Progress
-from rig.qemu import READY_MARKER, NvmeDrive, QemuCommand, build_command, choose_accel, kernel_cmdline, kvm_usable
+from rig.qemu import (READY_MARKER, NvmeDrive, QemuCommand, build_command, choose_accel, kernel_cmdline, kvm_usable,
+                      machine_cmdline, owns_namespace)
 
 # paramiko logs every refused connection while sshd is still starting as a traceback; the rig reports SSH
 # failures itself
@@ -389,13 +390,11 @@ def _start(machine, kernel, image, key, workdir, boot, progress, disks, wait: bo
     overlay.unlink(missing_ok=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.disk), str(overlay)],
                    check=True)
-    drives = []
-    for i, n in enumerate(machine.nvme):
-        backing = disks / f"nvme{i}.img"
-        if not n.latency_ns:
-            with open(backing, "wb") as f:
-                f.truncate(n.namespace_mb * 1024 * 1024)
-        drives.append(NvmeDrive(backing, n.cmb_size_mb, n.attach, n.latency_ns, n.namespace_mb))
+    drives = [NvmeDrive(disks / f"nvme{i}.img", n) for i, n in enumerate(machine.nvme)]
+    for i, d in enumerate(drives):
+        if owns_namespace(drives, i) and not d.nvme.latency_ns:
+            with open(d.backing, "wb") as f:
+                f.truncate(d.nvme.namespace_mb * 1024 * 1024)
     # unix socket paths are limited to 108 bytes, so the QMP socket lives in a short temp dir
     sockdir = Path(tempfile.mkdtemp(prefix="p2pdma-rig-"))
     accel = choose_accel(machine.accel, kvm_usable())
@@ -403,7 +402,7 @@ def _start(machine, kernel, image, key, workdir, boot, progress, disks, wait: bo
     for _attempt in range(3):  # a free port can be taken between free_port() and QEMU's bind
         cmd = build_command(
             machine, accel=accel, bzimage=kernel.bzimage, root_overlay=overlay, nvme=drives, ssh_port=free_port(),
-            qmp_socket=sockdir / "qmp.sock", cmdline=kernel_cmdline(key.public_b64, machine.kernel_cmdline),
+            qmp_socket=sockdir / "qmp.sock", cmdline=kernel_cmdline(key.public_b64, machine_cmdline(machine)),
             qemu_binary=qemu,
         )
         (workdir / "qemu-cmdline.txt").write_text(cmd.shell() + "\n")

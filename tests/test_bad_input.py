@@ -92,7 +92,7 @@ CASES = [
     ("tiny namespace", lambda t: ["run", "--config", yaml_file(t, "machine:\n  nvme:\n    - {namespace_mb: 8}\n")],
      "namespace_mb' must be at least 16"),
     ("unknown attach", lambda t: ["run", "--config", yaml_file(t, "machine:\n  nvme:\n    - {attach: bus}\n")],
-     "attach' must be root, root-port or switch"),
+     "attach' must be root, root-port, switch, function"),
     ("unknown firmware", lambda t: ["run", "--config", yaml_file(t, "machine:\n  firmware: uefi\n")],
      "'machine.firmware' must be qboot or seabios"),
     ("negative boot_ahead", lambda t: ["run", "--config", yaml_file(t, "machine:\n  boot_ahead: -1\n")],

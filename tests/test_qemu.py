@@ -38,7 +38,7 @@ def _cmd(accel="tcg", machine=None):
     machine = machine or MachineConfig(nvme=(NvmeConfig(cmb_size_mb=64), NvmeConfig(cmb_size_mb=8)))
     return build_command(
         machine, accel=(accel, "why"), bzimage=Path("/k/bzImage"), root_overlay=Path("/r/root.qcow2"),
-        nvme=[NvmeDrive(Path("/r/nvme0.img"), 64), NvmeDrive(Path("/r/nvme1.img"), 8)], ssh_port=40022,
+        nvme=[NvmeDrive(Path(f"/r/nvme{i}.img"), n) for i, n in enumerate(machine.nvme)], ssh_port=40022,
         qmp_socket=Path("/tmp/s/qmp.sock"), cmdline=kernel_cmdline("AAAAkey"),
     )
 
@@ -73,8 +73,9 @@ def test_switch_and_root_port_topology():
     from rig.qemu import nvme_topology_args
 
     argv = nvme_topology_args([
-        NvmeDrive(Path("/r/n0.img"), 64, "switch"), NvmeDrive(Path("/r/n1.img"), 0, "switch", 2_000_000_000),
-        NvmeDrive(Path("/r/n2.img"), 8, "root-port"),
+        NvmeDrive(Path("/r/n0.img"), NvmeConfig(64, attach="switch")),
+        NvmeDrive(Path("/r/n1.img"), NvmeConfig(0, attach="switch", latency_ns=2_000_000_000)),
+        NvmeDrive(Path("/r/n2.img"), NvmeConfig(8, attach="root-port")),
     ])
     joined = " ".join(argv)
     assert joined.count("x3130-upstream") == 1 and joined.count("xio3130-downstream") == 2
@@ -84,3 +85,50 @@ def test_switch_and_root_port_topology():
     assert "driver=null-co,node-name=nvm1,size=268435456,latency-ns=2000000000,read-zeroes=on" in argv
     assert "pcie-root-port,id=rp2,bus=pcie.0,addr=0x12,chassis=3,slot=3" in argv
     assert "driver=nvme,id=nvme2,serial=p2pdmarig0002,drive=nvm2,cmb_size_mb=8,bus=rp2" in argv
+
+
+def test_iommu_device_comes_before_the_devices_it_translates():
+    argv = list(_cmd(machine=MachineConfig(iommu="intel")).argv)
+    at = argv.index("intel-iommu,intremap=off")
+    assert argv[at - 1] == "-device" and at < argv.index("virtio-blk-pci,drive=root,addr=0x2")
+    assert "intel-iommu,intremap=off" not in _cmd().argv
+
+
+def test_machine_cmdline_turns_the_iommu_on():
+    from rig.qemu import machine_cmdline
+
+    assert machine_cmdline(MachineConfig(iommu="intel", kernel_cmdline="iommu=pt")) == "intel_iommu=on iommu=pt"
+    assert machine_cmdline(MachineConfig(kernel_cmdline="swiotlb=force")) == "swiotlb=force"
+    assert machine_cmdline(MachineConfig()) == ""
+
+
+def test_two_functions_of_one_device_behind_one_root_port():
+    from rig.qemu import nvme_topology_args
+
+    argv = nvme_topology_args([NvmeDrive(Path("/r/n0.img"), NvmeConfig(64, attach="root-port")),
+                               NvmeDrive(Path("/r/n1.img"), NvmeConfig(0, attach="function"))])
+    assert sum(a.startswith("pcie-root-port") for a in argv) == 1  # one port for both functions
+    assert "driver=nvme,id=nvme0,serial=p2pdmarig0000,drive=nvm0,cmb_size_mb=64,bus=rp0,addr=0x0.0,multifunction=on" in argv
+    assert "driver=nvme,id=nvme1,serial=p2pdmarig0001,drive=nvm1,bus=rp0,addr=0x0.1" in argv
+
+
+def test_metadata_namespace_is_a_device_of_its_own():
+    from rig.qemu import nvme_topology_args
+
+    argv = nvme_topology_args([NvmeDrive(Path("/r/n0.img"), NvmeConfig(64, metadata_bytes=16, protection=1))])
+    assert "driver=nvme,id=nvme0,serial=p2pdmarig0000,cmb_size_mb=64,bus=pcie.0,addr=0x4" in argv  # no drive=
+    assert "driver=nvme-ns,drive=nvm0,bus=nvme0,nsid=1,ms=16,pi=1" in argv
+
+
+def test_a_subsystem_shares_its_first_controllers_namespace():
+    from rig.qemu import nvme_topology_args, owns_namespace
+
+    drives = [NvmeDrive(Path("/r/n0.img"), NvmeConfig(64, attach="switch", subsystem="mp")),
+              NvmeDrive(Path("/r/n1.img"), NvmeConfig(0, attach="switch", subsystem="mp"))]
+    argv = nvme_topology_args(drives)
+    assert argv[:2] == ["-device", "nvme-subsys,id=subsys-mp,nqn=mp"]
+    assert "driver=nvme,id=nvme0,serial=p2pdmarig0000,subsys=subsys-mp,cmb_size_mb=64,bus=swdn0" in argv
+    assert "driver=nvme,id=nvme1,serial=p2pdmarig0000,subsys=subsys-mp,bus=swdn1" in argv  # the subsystem's serial
+    assert [a for a in argv if a.startswith("driver=nvme-ns")] == ["driver=nvme-ns,drive=nvm0,bus=nvme0,nsid=1"]
+    assert sum(a.startswith("driver=raw") for a in argv) == 1
+    assert owns_namespace(drives, 0) and not owns_namespace(drives, 1)
