@@ -3,7 +3,7 @@ from rig.kernel import FRAGMENT_DIR, dropped_options, parse_fragment
 
 from conftest import DATA
 
-REAL_CONFIG = (DATA / "kernel-6.12.117-default.config").read_text()
+REAL_CONFIG = (DATA / "kernel-6.12.118-default.config").read_text()
 
 
 def test_parse_fragment():
@@ -65,7 +65,7 @@ def test_manifest_hashes_are_sha256sum_of_the_files(tmp_path):
     spec = kernel_spec(load_config(None, {"kernel.patches": [str(fix)], "kernel.profile": "gupfast"}))
     entry = tmp_path / "kernels" / "0123456789abcdef0123"
     entry.mkdir(parents=True)
-    shutil.copy(DATA / "kernel-6.12.117-default.config", entry / "config")
+    shutil.copy(DATA / "kernel-6.12.118-default.config", entry / "config")
     (entry / "manifest.json").write_text(json.dumps({
         "key": entry.name, "profile": "gupfast", "config_sha256": "006460469e243fb3b7d2",
         "fragments": [{"name": "tiny-base.config", "sha256": "7149d5fea605640bee22"}],
