@@ -40,10 +40,12 @@ CASE(mremap_grow_tail, "mremap grows the mapping; the old part keeps its data, t
 
 /* Run `trigger` then a write in a child under a watchdog: a correct kernel either completes the write or
  * delivers SIGBUS; the 6.12 bug re-faults forever. Reports the outcome and the child's minor-fault rate. */
-static void wp_write_under_watchdog(int use_clear_refs)
+enum wp_trigger { WP_MPROTECT, WP_CLEAR_REFS, WP_PROT_NONE };
+
+static void wp_write_under_watchdog(enum wp_trigger trigger)
 {
 	int fd = p2p_open();
-	volatile char *p = p2p_map(fd, PAGE);
+	volatile char *p = trigger == WP_PROT_NONE ? mmap(NULL, PAGE, PROT_NONE, MAP_SHARED, fd, 0) : p2p_map(fd, PAGE);
 	if (p == MAP_FAILED)
 		probe_fail("mmap");
 	int go[2];
@@ -52,13 +54,15 @@ static void wp_write_under_watchdog(int use_clear_refs)
 	pid_t pid = fork();
 	if (pid == 0) {
 		char c;
-		if (use_clear_refs) {
+		if (trigger == WP_CLEAR_REFS) {
 			(void)p[0]; /* map it clean */
 			if (write_file("/proc/self/clear_refs", "4") < 0)
 				_exit(3);
-		} else {
+		} else if (trigger == WP_MPROTECT) {
 			if (mprotect((void *)p, PAGE, PROT_READ) || mprotect((void *)p, PAGE, PROT_READ | PROT_WRITE))
 				_exit(4);
+		} else if (mprotect((void *)p, PAGE, PROT_READ | PROT_WRITE)) {
+			_exit(4);
 		}
 		if (read(go[0], &c, 1) != 1)
 			_exit(5);
@@ -101,12 +105,17 @@ static void wp_write_under_watchdog(int use_clear_refs)
 
 CASE(wp_loop_mprotect, "mprotect read-only then read-write on a never-written page, then a write: completes or SIGBUS")
 {
-	wp_write_under_watchdog(0);
+	wp_write_under_watchdog(WP_MPROTECT);
 }
 
 CASE(wp_loop_clear_refs, "soft-dirty reset (clear_refs 4) then a write: completes or SIGBUS")
 {
-	wp_write_under_watchdog(1);
+	wp_write_under_watchdog(WP_CLEAR_REFS);
+}
+
+CASE(wp_loop_prot_none, "a PROT_NONE shared mapping made read-write by mprotect, then a write: completes or SIGBUS")
+{
+	wp_write_under_watchdog(WP_PROT_NONE);
 }
 
 static void madv_populate(int advice)

@@ -67,6 +67,35 @@ static void longterm(uint32_t flags)
 CASE(pin_longterm_read, "a long-term read pin of p2pmem is refused (EREMOTEIO) and leaves no reference behind") { longterm(0); }
 CASE(pin_longterm_write, "a long-term write pin is refused by the dirty-tracking check first (EFAULT) and leaves no reference behind") { longterm(1); }
 
+/* A pin over [RAM page, p2pmem page, RAM page, RAM page] without FOLL_PCI_P2PDMA, two pages a call: GUP-fast
+ * takes the first RAM page and stops at the p2pmem page, the slow path refuses that one (-EREMOTEIO), and the call
+ * returns what it pinned, 1 page (gup_fast_fallback: a partial result beats the error). gup_test then stops,
+ * having walked 2 pages (`pages_walked`); an error instead of the partial result walks 0, no refusal 4. */
+static void partial_pin(unsigned long cmd)
+{
+	int gfd = gup_fd(), fd = p2p_open();
+	char *ram = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ram == MAP_FAILED)
+		probe_fail("mmap anonymous");
+	char *p2p = mmap(ram + PAGE, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+	if (p2p == MAP_FAILED)
+		probe_fail("mmap p2pmem into the middle of RAM pages");
+	for (int i = 0; i < 4; i++)
+		ram[i * PAGE] = 1;
+	struct gup_test g = {.addr = (uintptr_t)ram, .size = 4 * PAGE, .nr_pages_per_call = 2, .gup_flags = 0};
+	int rc = ioctl(gfd, cmd, &g);
+	obs_errno("ioctl", rc ? errno : 0);
+	obs_int("pages_walked", rc ? -1 : (long long)(g.size / PAGE));
+	munmap(ram, 4 * PAGE);
+	close(fd);
+	close(gfd);
+}
+
+CASE(pin_fast_partial_before_p2pmem, "PIN_FAST over [RAM, p2pmem, RAM, RAM] without FOLL_PCI_P2PDMA: the pin stops at the p2pmem page and returns the 1 RAM page it got (partial result), not an error")
+{
+	partial_pin(PIN_FAST_BENCHMARK);
+}
+
 CASE(dump_user_pages, "DUMP_USER_PAGES_TEST with FOLL_PCI_P2PDMA dumps the page: refcount 2 (PTE + this GUP), mapcount 1")
 {
 	int gfd = gup_fd(), fd = p2p_open();

@@ -568,3 +568,104 @@ CASE(function_reset_while_mapped, "PCI function reset of the provider (sysfs res
 {
 	reset_while_mapped("pci");
 }
+
+/* ------------------------------------------------------------------ namespaces with metadata (topology metadata)
+ * The provider's (controller 4's) namespace has 8 bytes of metadata per block, all of it protection information (PI type 1) in
+ * a buffer of its own (MPTR, not extended LBAs): the block layer generates and checks the PI of O_DIRECT (the
+ * CPU reads the p2pmem data to compute the guard CRC), passthrough carries a metadata buffer the program gives. */
+#define META_BLOCKS 16
+
+/* what the kernel made of the namespace: its metadata bytes per block, and the block layer's integrity profile */
+static void obs_ns_integrity(void)
+{
+	char path[256], format[64] = "none";
+	snprintf(path, sizeof(path), "/sys/block/%s/metadata_bytes", ns_path + 5);
+	obs_int("metadata_bytes", read_ll(path));
+	snprintf(path, sizeof(path), "/sys/block/%s/integrity/format", ns_path + 5);
+	if (read_file(path, format, sizeof(format)) > 0)
+		format[strcspn(format, "\n")] = 0;
+	obs_str("integrity_format", format);
+}
+
+/* the provider of these cases: controller 4 of the features topology, whose namespace has the metadata */
+#define META_CTRL 4
+
+CASE(meta_dio_p2pmem, "namespace with PI metadata: O_DIRECT write from and read into p2pmem, the block layer's PI generated and checked, data intact")
+{
+	p2p_use_ctrl(META_CTRL);
+	int pfd, fd = open_ns_passthru();
+	close(fd);
+	obs_ns_integrity();
+	fd = open_ns_direct();
+	unsigned char *ref = pattern(IO_LEN, 21);
+	unsigned char *buf = map_p2p(&pfd, 2 * IO_LEN);
+	p2p_copy(buf, ref, IO_LEN);
+	p2p_zero(buf + IO_LEN, IO_LEN);
+	ssize_t w = pwrite(fd, buf, IO_LEN, BASE_OFF);
+	obs_errno("write", w < 0 ? errno : 0);
+	ssize_t r = pread(fd, buf + IO_LEN, IO_LEN, BASE_OFF);
+	obs_errno("read", r < 0 ? errno : 0);
+	obs_bool("data_match", r == IO_LEN && same(buf + IO_LEN, ref, IO_LEN));
+	munmap(buf, 2 * IO_LEN);
+	close(pfd);
+	close(fd);
+	free(ref);
+}
+
+/* NVME_IOCTL_IO_CMD of META_BLOCKS blocks with data and metadata each in p2pmem or RAM; PRINFO 0: the device
+ * stores the metadata as given (no PI check) */
+static void meta_passthru(int data_in_p2pmem, int meta_in_p2pmem)
+{
+	p2p_use_ctrl(META_CTRL);
+	int pfd, fd = open_ns_passthru();
+	size_t data_len = META_BLOCKS * lba_size, meta_len = META_BLOCKS * 8;
+	unsigned char *p2p = map_p2p(&pfd, 4 * PAGE + 2 * data_len);
+	unsigned char *data_ref = pattern(data_len, 3), *meta_ref = pattern(PAGE, 4);
+	unsigned char *data_ram = ram_zeroed(2 * data_len), *meta_ram = ram_zeroed(2 * PAGE);
+	/* p2pmem: [meta out][meta in][data out][data in] */
+	unsigned char *meta_out = meta_in_p2pmem ? p2p : meta_ram, *meta_in = meta_in_p2pmem ? p2p + PAGE : meta_ram + PAGE;
+	unsigned char *data_out = data_in_p2pmem ? p2p + 4 * PAGE : data_ram;
+	unsigned char *data_in = data_in_p2pmem ? p2p + 4 * PAGE + data_len : data_ram + data_len;
+	p2p_zero(p2p, 4 * PAGE + 2 * data_len);
+	if (meta_in_p2pmem)
+		p2p_copy(meta_out, meta_ref, PAGE);
+	else
+		memcpy(meta_out, meta_ref, meta_len);
+	if (data_in_p2pmem)
+		p2p_copy(data_out, data_ref, data_len);
+	else
+		memcpy(data_out, data_ref, data_len);
+	struct nvme_passthru_cmd c = {.opcode = NVME_CMD_WRITE, .nsid = nsid, .addr = (uintptr_t)data_out,
+				      .data_len = data_len, .metadata = (uintptr_t)meta_out, .metadata_len = meta_len,
+				      .cdw10 = (BASE_OFF + (8 << 20)) / lba_size, .cdw12 = META_BLOCKS - 1};
+	errno = 0;
+	int rc = ioctl(fd, NVME_IOCTL_IO_CMD, &c);
+	obs_errno("write", rc < 0 ? errno : 0);
+	obs_int("write_status", rc > 0 ? rc : 0);
+	c.opcode = NVME_CMD_READ;
+	c.addr = (uintptr_t)data_in;
+	c.metadata = (uintptr_t)meta_in;
+	errno = 0;
+	rc = ioctl(fd, NVME_IOCTL_IO_CMD, &c);
+	obs_errno("read", rc < 0 ? errno : 0);
+	obs_int("read_status", rc > 0 ? rc : 0);
+	obs_bool("data_match", same(data_in, data_ref, data_len));
+	obs_bool("metadata_match", same(meta_in, meta_ref, meta_len));
+	munmap(p2p, 4 * PAGE + 2 * data_len);
+	close(pfd);
+	close(fd);
+	free(data_ref);
+	free(meta_ref);
+	free(data_ram);
+	free(meta_ram);
+}
+
+CASE(meta_passthru_meta_in_p2pmem, "NVMe passthrough write and read with the metadata buffer in p2pmem (data in RAM): data and metadata intact")
+{
+	meta_passthru(0, 1);
+}
+
+CASE(meta_passthru_data_in_p2pmem, "NVMe passthrough write and read with the data in p2pmem and the metadata buffer in RAM: data and metadata intact")
+{
+	meta_passthru(1, 0);
+}

@@ -299,6 +299,34 @@ CASE(preadv_ram_then_p2pmem, "O_DIRECT preadv [RAM page, p2pmem page] on the pro
 	free(ram);
 }
 
+CASE(preadv_ram_then_p2pmem_no_p2p_queue, "O_DIRECT preadv [RAM page, p2pmem page] on the virtio-blk disk (no P2PDMA): the direct part reads the RAM page, GUP refuses the p2pmem page, and the block device finishes the rest through the page cache (a CPU copy): all bytes, data intact")
+{
+	int fd = open("/dev/vda", O_RDONLY | O_DIRECT);
+	if (fd < 0)
+		probe_fail("open /dev/vda");
+	/* the disk's last 8 KiB: blocks of the root file system nothing writes while the case runs */
+	off_t off = read_ll("/sys/block/vda/size") * 512 - 2 * (off_t)PAGE;
+	unsigned char *ref = aligned_alloc(PAGE, 2 * PAGE), *first = aligned_alloc(PAGE, PAGE);
+	if (off <= 0 || pread(fd, ref, 2 * PAGE, off) != 2 * (ssize_t)PAGE)
+		probe_fail("read the end of /dev/vda into RAM");
+	int pfd;
+	unsigned char *p2p = map_buf(&pfd, PAGE);
+	memset(first, 0xa5, PAGE); /* both buffers hold what the disk does not: only a real read changes them */
+	for (size_t i = 0; i < PAGE; i += 8)
+		*(volatile uint64_t *)(p2p + i) = 0xa5a5a5a5a5a5a5a5ULL;
+	struct iovec iov[2] = {{first, PAGE}, {p2p, PAGE}};
+	ssize_t n = preadv(fd, iov, 2, off);
+	obs_errno("read", n < 0 ? errno : 0);
+	obs_int("read_bytes", n);
+	obs_bool("data_match", n == 2 * (ssize_t)PAGE && hash_bytes(first, PAGE) == hash_bytes(ref, PAGE) &&
+				       hash_bytes(p2p, PAGE) == hash_bytes(ref + PAGE, PAGE));
+	munmap(p2p, PAGE);
+	close(pfd);
+	close(fd);
+	free(first);
+	free(ref);
+}
+
 CASE(buffered_read_into_p2pmem, "a buffered read() of a regular file into a p2pmem buffer works (CPU copy)")
 {
 	const char *path = "/tmp/rig-buffered-read";

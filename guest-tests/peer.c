@@ -3,6 +3,7 @@
 #define AREA "peer"
 #include "lib/probe.h"
 #include <pthread.h>
+#include <sys/uio.h>
 #include <sys/ioctl.h>
 #include <linux/nvme_ioctl.h>
 
@@ -37,23 +38,9 @@ static int open_peer(int flags)
 
 static void peer_roundtrip(void)
 {
-	int fd = open_peer(O_RDWR);
-	int pfd = p2p_open();
-	unsigned char *buf = p2p_map(pfd, 2 * IO_LEN);
-	if (buf == MAP_FAILED)
-		probe_fail("mmap");
-	unsigned char *out = buf, *in = buf + IO_LEN;
-	for (size_t i = 0; i < IO_LEN; i++)
-		out[i] = (unsigned char)(i * 13 + 1);
-	memset(in, 0, IO_LEN);
-	ssize_t w = pwrite(fd, out, IO_LEN, 0);
-	obs_errno("write", w < 0 ? errno : 0);
-	ssize_t r = pread(fd, in, IO_LEN, 0);
-	obs_errno("read", r < 0 ? errno : 0);
-	obs_bool("data_match", w == IO_LEN && r == IO_LEN && hash_bytes(out, IO_LEN) == hash_bytes(in, IO_LEN));
-	munmap(buf, 2 * IO_LEN);
-	close(pfd);
-	close(fd);
+	char ns[128];
+	peer_namespace(ns, sizeof(ns));
+	dio_roundtrip(ns, IO_LEN);
 }
 
 CASE(switch_dio, "O_DIRECT between p2pmem and a peer NVMe under the same PCIe switch works, data intact")
@@ -180,6 +167,47 @@ CASE(rootbus_intel_passthru, "NVME_IOCTL_IO_CMD with p2pmem on a root-complex pe
 {
 	obs_cpu();
 	peer_passthru();
+}
+
+/* one page of p2pmem of controller `index` (a provider of the providers topology) */
+static unsigned char *p2p_page_of(int index, int *pfd)
+{
+	p2p_use_ctrl(index);
+	*pfd = p2p_open();
+	unsigned char *p = p2p_map(*pfd, PAGE);
+	if (p == MAP_FAILED)
+		probe_fail("mmap a page of controller %d's p2pmem", index);
+	return p;
+}
+
+CASE(two_providers_one_unreachable, "O_DIRECT to a peer from (and into) two p2pmem pages: one of a provider under the peer's switch, one of a provider on the root complex, unreachable with the Intel model; in both orders")
+{
+	char ns[128];
+	if (nvme_ctrl_namespace(1, ns, sizeof(ns)) < 0)
+		probe_skip("no NVMe controller 1 (this case needs the features topology)");
+	int fd = open(ns, O_RDWR | O_DIRECT);
+	if (fd < 0)
+		probe_fail("open %s", ns);
+	int pfd_far, pfd_near;
+	unsigned char *far = p2p_page_of(2, &pfd_far), *near = p2p_page_of(0, &pfd_near);
+	/* `write`/`read`: the unreachable page first; `*_reachable_first`: the reachable one first */
+	struct iovec far_first[2] = {{far, PAGE}, {near, PAGE}}, near_first[2] = {{near, PAGE}, {far, PAGE}};
+	struct { const char *name; struct iovec *iov; int write; } io[] = {
+		{"write", far_first, 1}, {"read", far_first, 0},
+		{"write_reachable_first", near_first, 1}, {"read_reachable_first", near_first, 0}};
+	char key[64];
+	for (size_t i = 0; i < sizeof(io) / sizeof(io[0]); i++) {
+		errno = 0;
+		ssize_t n = io[i].write ? pwritev(fd, io[i].iov, 2, 0) : preadv(fd, io[i].iov, 2, 0);
+		obs_errno(io[i].name, n < 0 ? errno : 0);
+		snprintf(key, sizeof(key), "%s_bytes", io[i].name);
+		obs_int(key, n < 0 ? 0 : n);
+	}
+	munmap(far, PAGE);
+	munmap(near, PAGE);
+	close(pfd_far);
+	close(pfd_near);
+	close(fd);
 }
 
 struct inflight {

@@ -85,7 +85,8 @@ def kernel_messages(after_seq):
             prio, seq = int(fields[0]), int(fields[1])
             last = max(last, seq)
             if seq > after_seq and prio >> 3 == 0 and prio & 7 <= 4:
-                found.append(text.split("\n", 1)[0])
+                # the message's first line: kmsg escapes a line break inside one message as \x0a
+                found.append(text.split("\n", 1)[0].split("\\x0a", 1)[0])
     finally:
         os.close(fd)
     return last, found

@@ -31,6 +31,9 @@ _BORING_FRAMES = {
     "__ubsan_handle_load_invalid_value", "lockdep_rcu_suspicious", "bad_page", "free_page_is_bad_report",
     "free_page_is_bad", "free_pages_prepare", "free_unref_page", "__free_pages_ok", "__free_pages",
     "__might_resched", "__might_sleep", "lock_acquire", "__lock_acquire",
+    # the allocator's report of a failed allocation, and vmalloc's own steps
+    "warn_alloc", "__vmalloc_node_range_noprof", "__vmalloc_node_noprof", "vzalloc_node_noprof",
+    "__vmalloc_node_range", "__vmalloc_node", "vzalloc_node",
 }
 
 
@@ -78,6 +81,9 @@ PATTERNS: tuple[Pattern, ...] = (
     # the header of 7.3 (kernel/panic.c __warn; 6.12 has the one above): "WARNING: mm/gup.c:2533 at f+0x.../0x..., CPU#0: gup/269"
     _p("warning", r"WARNING: (?:\S+:\d+ )?at ([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+, CPU#\d+:", "WARNING in {0}"),
     _p("warning", r"^WARNING: (.+)", "WARNING: {0}"),
+    # the allocator's report of a failed allocation (warn_alloc: the caller's message, a stack, the memory state)
+    _p("alloc_failure", r"^\S+: (page allocation failure|vmemmap alloc failure|vmalloc error)(?:: order:\d+|: size \d+)",
+       "{0} in {frame}", end=r"\d+ pages reserved$"),
     _p("hung_task", r"INFO: task (\S+):\d+ blocked for more than \d+ seconds", "INFO: task hung in {frame}"),
     _p("rcu_stall", r"rcu: INFO: (rcu_\w+) (?:self-)?detected stall", "INFO: rcu detected stall in {frame}"),
     _p("ubsan", r"UBSAN: ([\w-]+) in (\S+)", "UBSAN: {0} in {frame}"),
@@ -85,6 +91,8 @@ PATTERNS: tuple[Pattern, ...] = (
 )
 
 _END = re.compile(r"---\[ end (trace|Kernel panic)")
+# 7.x printk prints a message again, whole, when its first printing was cut short: the cut copy is no report
+_REPLAY = "** replaying previous printk message **"
 
 
 # reports after which the kernel is not trusted any more: the run goes on in a fresh VM, and exits 3
@@ -152,6 +160,9 @@ def find_splats(console: str) -> list[Splat]:
             i += 1
             continue
         pat, m = hit
+        if i + 1 < len(lines) and _REPLAY in lines[i + 1]:
+            i += 2  # the report starts again, whole, after the replay line
+            continue
         end = i + 1
         while end < len(lines) and end - i < pat.max_lines:
             if _END.search(lines[end]) or (pat.end and pat.end.search(strip_time(lines[end]))):

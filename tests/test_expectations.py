@@ -78,9 +78,14 @@ def test_known_issue_is_xfail_only_with_its_signature():
 
 
 def test_every_known_issue_of_the_real_table_has_a_signature_that_is_not_the_expectation():
+    """An issue shown by its observation has a signature the correct behaviour does not satisfy; one shown by the
+    kernel reports it leaves (splats) names them instead."""
     for e in load_expectations().values():
-        if e.known_issue:
-            sig = e.known_issue.signature
+        for issue in e.declared_issues:
+            if issue.splats:
+                assert all(issue.splats), f"{e.case_id}: {issue.id} names an empty report title"
+                continue
+            sig = issue.signature
             assert sig and compare(e.expect, sig), f"{e.case_id}: signature {sig} satisfies the expectation"
 
 

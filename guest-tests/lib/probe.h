@@ -237,6 +237,74 @@ static int p2p_nvme_namespace(char *out, size_t len)
 	return p2p_dev_node("nvme/nvme*/nvme*n1", out, len);
 }
 
+/* NVMe controllers by the place the rig's topology gives them: controller i has serial p2pdmarig<i> (rig/qemu.py;
+ * the controllers of one NVMe subsystem share the serial of its first). The BDF of controller `index`'s PCI
+ * function, the one with P2P memory when `with_p2pmem`; -1 if the machine has no such controller. */
+static int nvme_ctrl_bdf_where(int index, int with_p2pmem, char *bdf, size_t len)
+{
+	char want[32], serial[64], link[512], path[512];
+	glob_t g;
+	int found = -1;
+	snprintf(want, sizeof(want), "p2pdmarig%04d", index);
+	if (glob("/sys/class/nvme/nvme*", 0, NULL, &g) != 0)
+		return -1;
+	for (size_t i = 0; i < g.gl_pathc && found < 0; i++) {
+		snprintf(path, sizeof(path), "%s/serial", g.gl_pathv[i]);
+		if (read_file(path, serial, sizeof(serial)) < 0 || strncmp(serial, want, strlen(want)))
+			continue;
+		snprintf(path, sizeof(path), "%s/device", g.gl_pathv[i]);
+		ssize_t n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = 0;
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/p2pmem", strrchr(link, '/') + 1);
+		if (with_p2pmem && access(path, F_OK))
+			continue;
+		snprintf(bdf, len, "%s", strrchr(link, '/') + 1);
+		found = 0;
+	}
+	globfree(&g);
+	return found;
+}
+
+static int nvme_ctrl_bdf(int index, char *bdf, size_t len)
+{
+	return nvme_ctrl_bdf_where(index, 0, bdf, len);
+}
+
+/* /dev/nvmeXn1 of controller `index` (its own namespace disk, not a multipath head); -1 if none */
+static int nvme_ctrl_namespace(int index, char *out, size_t len)
+{
+	char bdf[32], pattern[512];
+	glob_t g;
+	if (nvme_ctrl_bdf(index, bdf, sizeof(bdf)) < 0)
+		return -1;
+	snprintf(pattern, sizeof(pattern), "/sys/bus/pci/devices/%s/nvme/nvme*/nvme[0-9]*n1", bdf);
+	if (glob(pattern, 0, NULL, &g) != 0)
+		return -1;
+	int found = -1;
+	for (size_t i = 0; i < g.gl_pathc && found < 0; i++) {
+		const char *name = strrchr(g.gl_pathv[i], '/') + 1;
+		if (strchr(name + 4, 'c')) /* nvmeXcYnZ: a path below a multipath head, no /dev node */
+			continue;
+		snprintf(out, len, "/dev/%s", name);
+		found = 0;
+	}
+	globfree(&g);
+	return found;
+}
+
+/* make controller `index` the P2P provider of this case (instead of the first device with p2pmem/) */
+static void p2p_use_ctrl(int index)
+{
+	char bdf[32];
+	if (nvme_ctrl_bdf(index, bdf, sizeof(bdf)) < 0)
+		probe_skip("the machine has no NVMe controller %d (this case needs its topology)", index);
+	if (nvme_ctrl_bdf_where(index, 1, p2p_bdf, sizeof(p2p_bdf)) < 0)
+		probe_fail("NVMe controller %d (%s) has no p2pmem/", index, bdf);
+	snprintf(p2p_dev, sizeof(p2p_dev), "/sys/bus/pci/devices/%s", p2p_bdf);
+}
+
 static int wait_path(const char *path, int present, int timeout_ms)
 {
 	for (int t = 0; t < timeout_ms; t += 50) {
@@ -339,6 +407,31 @@ static uint64_t hash_bytes(const volatile unsigned char *p, size_t n)
 	uint64_t h = 1469598103934665603ULL;
 	for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
 	return h;
+}
+
+/* O_DIRECT of `len` bytes from p2pmem to the block device `dev` and back into p2pmem: `write`, `read` (errno
+ * names) and `data_match` (what came back is what was written). The client is the device behind `dev`. */
+static void dio_roundtrip(const char *dev, size_t len)
+{
+	int fd = open(dev, O_RDWR | O_DIRECT);
+	if (fd < 0)
+		probe_fail("open %s", dev);
+	int pfd = p2p_open();
+	unsigned char *buf = p2p_map(pfd, 2 * len);
+	if (buf == MAP_FAILED)
+		probe_fail("mmap");
+	unsigned char *out = buf, *in = buf + len;
+	for (size_t i = 0; i < len; i++)
+		out[i] = (unsigned char)(i * 13 + 1);
+	memset(in, 0, len);
+	ssize_t w = pwrite(fd, out, len, 0);
+	obs_errno("write", w < 0 ? errno : 0);
+	ssize_t r = pread(fd, in, len, 0);
+	obs_errno("read", r < 0 ? errno : 0);
+	obs_bool("data_match", w == (ssize_t)len && r == (ssize_t)len && hash_bytes(out, len) == hash_bytes(in, len));
+	munmap(buf, 2 * len);
+	close(pfd);
+	close(fd);
 }
 
 /* ------------------------------------------------------------------ main */
