@@ -103,11 +103,29 @@ class P2pMapping:
         _libc.munmap(self.address, self.length)
 
 
-@case("x86 records the CMB's kernel mapping (memremap_pages, pgprot_noncached) as uncached-minus across the BAR")
+@case("x86 records the CMB's kernel mapping (memremap_pages, pgprot_noncached) as uncached-minus across the BAR, "
+      "where the MTRRs say write-back")
 def cmb_memtype():
     start, end = bar()
     covering = [t for a, b, t in memtypes() if a <= start and end < b]
-    return {"kernel_memtype": covering[0] if covering else "none", "records_covering_bar": len(covering)}
+    return {"bar_above_4g": start >= 1 << 32, "mtrr_over_bar": mtrr_type(start, end),
+            "kernel_memtype": covering[0] if covering else "none", "records_covering_bar": len(covering)}
+
+
+def mtrr_type(start, end):
+    """What the MTRRs say about [start, end]: "off" (no /proc/mtrr: the firmware left them disabled, and x86
+    then treats all memory as uncached), the type of the variable range that overlaps it ("uncachable",
+    "write-back"...), or "default" (no range overlaps: the default type, write-back under SeaBIOS)."""
+    try:
+        with open("/proc/mtrr") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return "off"
+    for base, size_mb, kind in re.findall(r"base=0x([0-9a-f]+) \(\s*\d+MB\), size=\s*(\d+)MB, count=\d+: ([\w-]+)", text):
+        first = int(base, 16)
+        if first <= end and start < first + int(size_mb) * 2**20:
+            return kind
+    return "default"
 
 
 @case("the page table entries of the kernel's and of a process's mapping of the same p2pmem page have the same "

@@ -18,11 +18,35 @@ import tempfile
 import time
 from pathlib import Path
 
+from rig import pipeline
 from rig.config import REPO_ROOT, load_config
+from rig.errors import RigError
 from rig.image import build_image, ensure_ssh_key, image_spec
 from rig.kernel import build_kernel, kernel_spec
 from rig.progress import Progress
 from rig.vm import start_vm
+
+LOG = REPO_ROOT / "out" / "bench.log"  # the progress of every in-process run (a bench prints only its figures)
+
+
+def _log():
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    return open(LOG, "a", encoding="utf-8")
+
+
+def _run(out: Path, flags: pipeline.Flags = pipeline.Flags(), shuffle: int | None = None) -> pipeline.RunOutcome | None:
+    """One `rig run`, in-process (pipeline.run: the same request and stages as the command); None when it could
+    not run (its error is in the log)."""
+    with _log() as log:
+        try:
+            return pipeline.run(pipeline.run_request(flags=flags, out=out, shuffle=shuffle), stream=log)
+        except RigError as e:
+            print(f"[bench] run failed: {e}", file=log)
+            return None
+
+
+def _exit(outcome: pipeline.RunOutcome | None) -> str:
+    return str(outcome.exit_code) if outcome else "none: it did not run (out/bench.log)"
 
 
 def _cpu_model() -> str:
@@ -64,8 +88,6 @@ def _one_file_rebuild(spec) -> float:
 
 
 def _race_rate(cfg, profile: str) -> tuple[str, str, str]:
-    import json
-
     what = f"`rig race --scenario unbind-mapped --workers 4` on the {profile} profile, unbind/rebind cycles per second"
     if profile != "default":
         from rig.kernel import build_key
@@ -73,27 +95,24 @@ def _race_rate(cfg, profile: str) -> tuple[str, str, str]:
         spec = kernel_spec(load_config(overrides={"kernel.profile": profile}))
         if not (cfg.cache_path / "kernels" / build_key(spec)).is_dir():
             return what, f"not measured: the {profile} kernel is not built (`rig kernel --profile {profile}`)", ">= 1/s (default)"
-    with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-race-") as d:
-        subprocess.run([sys.executable, "-m", "rig.cli", "race", "--profile", profile, "--scenario", "unbind-mapped",
-                        "--seconds", "30", "--workers", "4", "--seed", "1", "--out", d], cwd=REPO_ROOT,
-                       capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-race-") as d, _log() as log:
         try:
-            res = json.loads((Path(d) / "race.json").read_text())["results"][0]
-        except (OSError, ValueError, IndexError):
-            return what, "failed to run", ">= 1/s (default)"
-    return what, f"{res['cycles_per_s']:.2f}/s ({res['verdict']}, {res['counters'].get('iterations', 0)} iterations)", \
+            request = pipeline.race_request(None, pipeline.Flags(profile=profile), ["unbind-mapped"], 30, 4, 1,
+                                            out=Path(d) / "race")
+            res = pipeline.run_race(request, stream=log).results[0]
+        except (RigError, IndexError) as e:
+            return what, f"failed to run ({e})", ">= 1/s (default)"
+    return what, f"{res.cycles_per_s:.2f}/s ({res.verdict}, {res.counters.get('iterations', 0)} iterations)", \
         ">= 1/s (default)"
 
 
-def _warm_run(what: str, args: list[str]) -> tuple[str, str, str]:
-    """One whole `rig run` (its kernel built first, outside the clock), wall time and exit code."""
-    subprocess.run([sys.executable, "-m", "rig.cli", "kernel", *args], cwd=REPO_ROOT, capture_output=True)
-    t0 = time.monotonic()
+def _warm_run(what: str, flags: pipeline.Flags = pipeline.Flags()) -> tuple[str, str, str]:
+    """One whole run (its kernel and image built first, outside the clock), wall time and exit code."""
+    with _log() as log:
+        pipeline.prepare(pipeline.load_run_config(None, flags), stream=log)
     with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-run-") as d:
-        r = subprocess.run([sys.executable, "-m", "rig.cli", "run", *args, "--out", d], cwd=REPO_ROOT,
-                           capture_output=True, text=True)
-    t = time.monotonic() - t0
-    return f"{what} (kernel and image cached; exit {r.returncode})", f"{t:.1f} s", "<= 60 s"
+        outcome, t = _timed(lambda: _run(Path(d) / "run", flags))
+    return f"{what} (kernel and image cached; exit {_exit(outcome)})", f"{t:.1f} s", "<= 75 s"
 
 
 # what `vng --run <bzImage>` needs of a kernel beyond the rig's default one (virtme-ng's configkernel.py:
@@ -127,6 +146,7 @@ def inner_loop(cfg, runs: int = 5) -> list[tuple[str, str, str]]:
     spec = kernel_spec(load_config(overrides={"kernel.kconfig_add": list(VNG_KCONFIG)}))
     kernel = build_kernel(spec, Progress("bench vng kernel"))
     with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-inner-") as d:
+        # the command as a user types it, interpreter start included, timed like vng's: not pipeline.run()
         rig_cmd = [sys.executable, "-m", "rig.cli", "run", *add, "-k", INNER_CASE, "--out"]
         rig_med, rig_min, rig_max, rig_rc = _median_runs(lambda i: rig_cmd + [f"{d}/run{i}"], runs)  # new dirs
         rows.append((f"`rig run -k {INNER_CASE}` on a cached kernel (default + virtme-ng's options; exit {rig_rc})",
@@ -146,12 +166,9 @@ def inner_loop(cfg, runs: int = 5) -> list[tuple[str, str, str]]:
     with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-edit-") as d:
         patch = Path(d) / "edit.patch"
         patch.write_text(_p2pdma_comment_patch("bench edit"))
-        t0 = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "rig.cli", "run", "--patch", str(patch), "-k", INNER_CASE,
-                            "--out", f"{d}/run"], cwd=REPO_ROOT, capture_output=True)
+        outcome, t = _timed(lambda: _run(Path(d) / "run", pipeline.Flags(patches=(str(patch),), select=(INNER_CASE,))))
         rows.append((f"edit to verdict: a one-line patch to drivers/pci/p2pdma.c, then `rig run --patch P -k "
-                     f"{INNER_CASE}` (rebuild included; exit {r.returncode})", f"{time.monotonic() - t0:.1f} s",
-                     "<= 35 s"))
+                     f"{INNER_CASE}` (rebuild included; exit {_exit(outcome)})", f"{t:.1f} s", "<= 35 s"))
     return rows
 
 
@@ -163,28 +180,21 @@ def flakiness(runs: int = 5, seed0: int = 20261125) -> int:
     """`make flaky`: `runs` consecutive full runs of the clean kernel in table order, then `runs` shuffled
     (seeds seed0, seed0+1, ...); every verdict other than pass/xfail counts. Writes the section of BENCHMARKS.md
     headed FLAKINESS_HEADING (the rest of the file is left as `make bench` wrote it)."""
-    import json
-
     rows, bad_total = [], 0
     plans = [("table order", None)] * runs + [("shuffled", seed0 + i) for i in range(runs)]
     for n, (order, seed) in enumerate(plans, 1):
         with tempfile.TemporaryDirectory(prefix="p2pdma-rig-flaky-") as d:
-            cmd = [sys.executable, "-m", "rig.cli", "run", "--out", d] + (["--shuffle", str(seed)] if seed else [])
-            t0 = time.monotonic()
-            r = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
-            t = time.monotonic() - t0
-            try:
-                cases = json.loads((Path(d) / "results.json").read_text())["cases"]
-            except (OSError, ValueError):
-                cases = []
-            bad_cases = [c for c in cases if c["verdict"] not in ("pass", "xfail")]
+            outcome, t = _timed(lambda: _run(Path(d) / "run", shuffle=seed))
+            cases = outcome.results if outcome else []
+            bad_cases = [c for c in cases if c.verdict not in ("pass", "xfail")]
             if bad_cases or not cases:  # keep what explains it
                 keep = REPO_ROOT / "out" / "flaky" / f"run-{n}"
                 shutil.rmtree(keep, ignore_errors=True)
-                shutil.copytree(d, keep)
-        bad = sorted(f"{c['id']} ({c['verdict']}: {' '.join(c['reason'].split())[:200]})" for c in bad_cases)
+                if outcome:
+                    shutil.copytree(outcome.run_dir, keep)
+        bad = sorted(f"{c.id} ({c.verdict}: {' '.join(c.reason.split())[:200]})" for c in bad_cases)
         bad_total += len(bad) + (0 if cases else 1)
-        rows.append(f"| {n} | {order}{f' (seed {seed})' if seed else ''} | {len(cases)} | {r.returncode} | {t:.0f} s | "
+        rows.append(f"| {n} | {order}{f' (seed {seed})' if seed else ''} | {len(cases)} | {_exit(outcome)} | {t:.0f} s | "
                     f"{', '.join(bad) or ('no results.json' if not cases else 'none')} |")
         print(rows[-1], flush=True)
         _write_flakiness(rows, bad_total, runs, len(plans))  # after every run: a stopped bench keeps its figures
@@ -251,9 +261,9 @@ def main() -> int:
     rows.append(("boot to SSH (QEMU start to first command), median of 3",
                  f"{statistics.median(boots):.1f} s (min {min(boots):.1f}, max {max(boots):.1f})", "<= 8 s"))
     rows += inner_loop(cfg)
-    rows.append(_warm_run("warm `rig run`, all cases", []))
+    rows.append(_warm_run("warm `rig run`, all cases"))
     if with_73:
-        rows.append(_warm_run("7.3: warm `rig run --source debian:7.3`, all cases", ["--source", SOURCE_73]))
+        rows.append(_warm_run("7.3: warm `rig run --source debian:7.3`, all cases", pipeline.Flags(source=SOURCE_73)))
     for profile in ("default", "debug"):
         rows.append(_race_rate(cfg, profile))
 
@@ -268,7 +278,7 @@ def main() -> int:
         f"- machine: {_cpu_model()}, {os.cpu_count()} CPUs, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.platform()}",
         f"- QEMU: {qemu[0] if qemu else '?'}; accelerator: {accel}",
-        f"- kernel: {kernel.manifest['source']['id']} profile {kernel.manifest['profile']}",
+        f"- kernel: {kernel.manifest.source.id} profile {kernel.manifest.profile}",
         "",
         "| what | measured | target |",
         "|---|---|---|",

@@ -105,6 +105,7 @@ class TopologyConfig:
     description: str = ""
     iommu: str = ""  # IOMMUS
     kernel_cmdline: str = ""  # appended to machine.kernel_cmdline on this machine (iommu=pt, swiotlb=force...)
+    firmware: str = ""  # "" = machine.firmware; FIRMWARE
 
 
 DEFAULT_TOPOLOGIES = {
@@ -173,6 +174,14 @@ DEFAULT_TOPOLOGIES = {
               NvmeConfig(attach="switch", subsystem="mp"), NvmeConfig(cmb_size_mb=0, attach="switch", subsystem="mp")),
         description="two providers (one under a switch with a peer, one on the root complex; Intel model), a 1 MiB "
                     "CMB, a namespace with metadata, a multipath subsystem of two controllers"),
+    # qboot leaves the MTRRs off, and with them off x86 makes every write-back request for MMIO uncached-minus
+    # (pat_x_mtrr_type): a missing pgprot_noncached() cannot show. SeaBIOS programs them as firmware on real
+    # machines does: write-back by default, uncached over the 32-bit PCI hole; a 1 GiB CMB fits only above
+    # 4 GiB, where the MTRRs say write-back, so the memory type comes from the kernel's page tables alone
+    "mtrr-wb": TopologyConfig(
+        firmware="seabios", nvme=(NvmeConfig(cmb_size_mb=1024),),
+        description="SeaBIOS's MTRRs (write-back by default) and a 1 GiB CMB above 4 GiB: only the kernel's own "
+                    "page attributes keep the BAR uncached"),
     "switch-slow": TopologyConfig(
         nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch", latency_ns=2_000_000_000)),
         description="as switch, but the peer's backend takes 2 s per request: O_DIRECT stays in flight"),
@@ -213,7 +222,8 @@ class RigConfig:
         topo = self.topologies[topology]
         cmdline = " ".join(p for p in (self.machine.kernel_cmdline, topo.kernel_cmdline) if p)
         return dataclasses.replace(self.machine, cpu=topo.cpu or self.machine.cpu, nvme=topo.nvme,
-                                   iommu=topo.iommu or self.machine.iommu, kernel_cmdline=cmdline)
+                                   iommu=topo.iommu or self.machine.iommu, kernel_cmdline=cmdline,
+                                   firmware=topo.firmware or self.machine.firmware)
 
     @property
     def out_path(self) -> Path:
@@ -393,6 +403,10 @@ def _check(cfg: RigConfig, file: str) -> None:
     _at_least(file, "probes.case_timeout_s", cfg.probes.case_timeout_s, 1, "seconds before a case's watchdog")
     _at_least(file, "kernel.jobs", cfg.kernel.jobs, 0, "0 = one make job per CPU")
     _at_least(file, "image.size_mb", cfg.image.size_mb, 512, "the guest's root file system")
+    for name, topo in cfg.topologies.items():
+        if topo.firmware and topo.firmware not in FIRMWARE:
+            raise ConfigError(f"{file}: 'topologies.{name}.firmware' must be {' or '.join(FIRMWARE)} (or absent for "
+                              f"machine.firmware), got {topo.firmware!r}")
     machines = [("machine", m.nvme, m.iommu, m.kernel_cmdline)] + [
         (f"topologies.{k}", t.nvme, t.iommu, t.kernel_cmdline) for k, t in cfg.topologies.items()]
     for where, nvmes, iommu, cmdline in machines:
@@ -426,9 +440,12 @@ def load_config(path: Path | str | None = None, overrides: dict | None = None) -
     data: dict = {}
     if path is not None or file.exists():
         try:
-            text = file.read_text()
+            text = file.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read config file {file}: {e.strerror}. Pass an existing file with --config.")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{file}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}). Fix: save "
+                              "it as UTF-8.")
         try:
             loaded = yaml.load(text, Loader=_StrictLoader)
         except yaml.YAMLError as e:

@@ -14,7 +14,6 @@ import yaml
 from rig.behaviour_doc import DOC_REL, section_numbers, sections as doc_sections
 from rig.config import REPO_ROOT
 from rig.errors import ConfigError
-from rig.model import Verdict
 
 EXPECTATIONS_FILE = REPO_ROOT / "guest-tests" / "expectations.yaml"
 
@@ -51,6 +50,63 @@ def kernel_version(text: str) -> tuple[int, int, int]:
     if not m:
         raise ValueError(f"{text!r} is not a kernel version")
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+@dataclass(frozen=True)
+class VersionWindow:
+    """The kernels a known bug is in, the one rule for every kind of known issue (a case's, a race scenario's):
+    from `since` (the version whose change `since_change` brought it; "" = every version the rig judges) up
+    to, not including, `fixed_in` (whose commit `fix_commit` fixes it; "" = not fixed upstream)."""
+
+    since: str = ""
+    since_change: str = ""
+    fixed_in: str = ""
+    fix_commit: str = ""
+    seen_in: tuple[str, ...] = ()  # the releases the rig observed it in
+
+    def contains(self, release: str) -> bool:
+        """A kernel of unknown release has only the bugs that are in every version."""
+        if not release:
+            return not self.since
+        v = kernel_version(release)
+        if self.since and v < kernel_version(self.since):
+            return False
+        return not (self.fixed_in and v >= kernel_version(self.fixed_in))
+
+    def status(self, release: str) -> str:
+        """'known issue, still present in 7.3.4 (seen in ...)' / 'fixed in 7.4 (commit)' / 'not in 6.12.117: the
+        bug came with 7.0'."""
+        if not release:
+            return "known issue (kernel release unknown)"
+        if self.fixed_in and kernel_version(release) >= kernel_version(self.fixed_in):
+            return f"fixed in {self.fixed_in} ({self.fix_commit})"
+        if self.since and kernel_version(release) < kernel_version(self.since):
+            return f"not in {release}: the bug came with {self.since}"
+        fix = f"; fix upstream: {self.fix_commit}, in {self.fixed_in}" if self.fix_commit else ""
+        return f"known issue, still present in {release} (seen in {', '.join(self.seen_in)}{fix})"
+
+
+def _check_window(raw: dict, where: str) -> None:
+    """The version keys of a known issue entry (either kind): well-formed, and each with its companion."""
+    if bool(raw.get("fixed_in")) != bool(raw.get("fix_commit")):
+        raise ConfigError(f"{where}: 'fixed_in' and 'fix_commit' go together (the version and the upstream commit "
+                          "that fixes it)")
+    if raw.get("since") and not raw.get("since_change"):
+        raise ConfigError(f"{where}: 'since' needs 'since_change', the upstream change that brought the bug")
+    seen = raw.get("seen_in") or []
+    for key, value in [("since", raw.get("since")), ("fixed_in", raw.get("fixed_in")),
+                       *[(f"seen_in[{i}]", v) for i, v in enumerate(seen)]]:
+        if value:
+            try:
+                kernel_version(str(value))
+            except ValueError as e:
+                raise ConfigError(f"{where}: '{key}': {e}")
+
+
+def _window(raw: dict) -> dict:
+    return {"since": str(raw.get("since") or ""), "since_change": " ".join(str(raw.get("since_change") or "").split()),
+            "fixed_in": str(raw.get("fixed_in") or ""), "fix_commit": " ".join(str(raw.get("fix_commit") or "").split()),
+            "seen_in": tuple(str(v) for v in raw.get("seen_in") or [])}
 
 
 @dataclass(frozen=True)
@@ -93,24 +149,15 @@ class KnownIssue:
     def built_into(self, patch_subjects: tuple[str, ...]) -> bool:
         return not self.with_patch or any(self.with_patch in s for s in patch_subjects)
 
+    @property
+    def window(self) -> VersionWindow:
+        return VersionWindow(self.since, self.since_change, self.fixed_in, self.fix_commit, self.seen_in)
+
     def applies_to(self, release: str) -> bool:
-        if not release:
-            return not self.since
-        v = kernel_version(release)
-        if self.since and v < kernel_version(self.since):
-            return False
-        return not (self.fixed_in and v >= kernel_version(self.fixed_in))
+        return self.window.contains(release)
 
     def status(self, release: str) -> str:
-        """'known issue, still present in 7.3.4' / 'fixed in 7.4 (commit)' / 'not in 6.12.117 (since 7.0)'."""
-        if not release:
-            return "known issue (kernel release unknown)"
-        if self.fixed_in and kernel_version(release) >= kernel_version(self.fixed_in):
-            return f"fixed in {self.fixed_in} ({self.fix_commit})"
-        if self.since and kernel_version(release) < kernel_version(self.since):
-            return f"not in {release}: the bug came with {self.since}"
-        fix = f"; fix upstream: {self.fix_commit}, in {self.fixed_in}" if self.fix_commit else ""
-        return f"known issue, still present in {release} (seen in {', '.join(self.seen_in)}{fix})"
+        return self.window.status(release)
 
 
 @dataclass(frozen=True)
@@ -173,14 +220,6 @@ class Expectation:
         return self.case_id.split(".", 1)[0]
 
 
-@dataclass(frozen=True)
-class Judgement:
-    verdict: Verdict
-    expected: dict
-    mismatches: list[str] = field(default_factory=list)
-    reason: str = ""
-
-
 def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
     try:
         data = _read_yaml(path)
@@ -201,23 +240,11 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
         if not isinstance(seen, list) or not seen:
             raise ConfigError(f"{path}: known issue {raw.get('id')} needs 'seen_in': the kernel releases "
                               "(make kernelrelease) in which the rig observed it")
-        if bool(raw.get("fixed_in")) != bool(raw.get("fix_commit")):
-            raise ConfigError(f"{path}: known issue {raw.get('id')}: 'fixed_in' and 'fix_commit' go together "
-                              "(the upstream version and the commit that fixes it)")
-        if raw.get("since") and not raw.get("since_change"):
-            raise ConfigError(f"{path}: known issue {raw.get('id')}: 'since' needs 'since_change', the upstream "
-                              "change that brought the bug")
-        for key in ("since", "fixed_in", *[f"seen_in[{i}]" for i in range(len(seen))]):
-            value = seen[int(key[8:-1])] if key.startswith("seen_in[") else raw.get(key)
-            if value:
-                try:
-                    kernel_version(str(value))
-                except ValueError:
-                    raise ConfigError(f"{path}: known issue {raw.get('id')}: {key} {value!r} is not a kernel version")
+        _check_window(raw, f"{path}: known issue {raw.get('id')}")
+        window = _window(raw)
         issue = KnownIssue(raw["id"], tuple(raw["cases"]), " ".join(str(raw["reason"]).split()),
-                           str(raw.get("section", "")), dict(raw.get("signature") or {}), tuple(str(v) for v in seen),
-                           str(raw.get("since") or ""), " ".join(str(raw.get("since_change") or "").split()),
-                           str(raw.get("fixed_in") or ""), " ".join(str(raw.get("fix_commit") or "").split()),
+                           str(raw.get("section", "")), dict(raw.get("signature") or {}), window["seen_in"],
+                           window["since"], window["since_change"], window["fixed_in"], window["fix_commit"],
                            _regexes(raw.get("allow_dmesg"), f"{path}: known issue {raw.get('id')}: allow_dmesg"),
                            str(raw.get("semantics", "merged")), str(raw.get("changes_machine") or ""),
                            _regexes(raw.get("splats"), f"{path}: known issue {raw.get('id')}: splats"),
@@ -291,29 +318,27 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
     return out
 
 
-RACE_KNOWN_ISSUE_KEYS = {"id", "scenarios", "splat", "reason", "seen_in", "fixed_in", "fix_commit"}
+RACE_KNOWN_ISSUE_KEYS = {"id", "scenarios", "splat", "reason", "seen_in", "since", "since_change", "fixed_in",
+                         "fix_commit"}
 
 
 @dataclass(frozen=True)
 class RaceKnownIssue:
     """A kernel bug a race scenario can hit: its signature is the title of the report it leaves (full match).
-    A scenario whose only reports match is `known`, not failed; any other report still fails it."""
+    A scenario whose only reports match is XFAIL, not failed; any other report still fails it. Its kernels are
+    a VersionWindow, as a case's known issue's are."""
 
     id: str
     scenarios: tuple[str, ...]
     splat: str
     reason: str
-    seen_in: tuple[str, ...]
-    fixed_in: str = ""
-    fix_commit: str = ""
+    window: VersionWindow = VersionWindow()
 
     def matches(self, scenario: str, title: str, release: str) -> bool:
-        fixed = bool(self.fixed_in and release and kernel_version(release) >= kernel_version(self.fixed_in))
-        return scenario in self.scenarios and not fixed and re.fullmatch(self.splat, title) is not None
+        return scenario in self.scenarios and self.window.contains(release) and re.fullmatch(self.splat, title) is not None
 
     def status(self, release: str) -> str:
-        fix = f"; fix upstream: {self.fix_commit}, in {self.fixed_in}" if self.fix_commit else ""
-        return f"known issue {self.id}, still present in {release or 'this kernel'} (seen in {', '.join(self.seen_in)}{fix})"
+        return f"{self.id}: {self.window.status(release)}"
 
 
 def load_race_known_issues(path: Path = EXPECTATIONS_FILE, scenarios: tuple[str, ...] = ()) -> list[RaceKnownIssue]:
@@ -336,16 +361,9 @@ def load_race_known_issues(path: Path = EXPECTATIONS_FILE, scenarios: tuple[str,
         bad = [s for s in raw["scenarios"] if scenarios and s not in scenarios]
         if bad:
             raise ConfigError(f"{where} names unknown scenario(s) {', '.join(bad)}")
-        if bool(raw.get("fixed_in")) != bool(raw.get("fix_commit")):
-            raise ConfigError(f"{where}: 'fixed_in' and 'fix_commit' go together")
-        try:
-            for v in [*raw["seen_in"], *([raw["fixed_in"]] if raw.get("fixed_in") else [])]:
-                kernel_version(str(v))
-        except ValueError as e:
-            raise ConfigError(f"{where}: {e}")
+        _check_window(raw, where)
         out.append(RaceKnownIssue(str(raw["id"]), tuple(raw["scenarios"]), _regexes([raw["splat"]], where)[0],
-                                  " ".join(str(raw["reason"]).split()), tuple(str(v) for v in raw["seen_in"]),
-                                  str(raw.get("fixed_in") or ""), " ".join(str(raw.get("fix_commit") or "").split())))
+                                  " ".join(str(raw["reason"]).split()), VersionWindow(**_window(raw))))
     return out
 
 
@@ -463,60 +481,6 @@ def compare(expected: dict, observed: dict) -> list[str]:
         elif not _matches(want, observed[key]):
             out.append(f"{key}: expected {want!r}, observed {observed[key]!r}")
     return out
-
-
-def judge(exp: Expectation, probe_result: dict | None, problem: str = "", dmesg: str = "",
-          splats: tuple[str, ...] = ()) -> Judgement:
-    """Verdict for one case. `problem` is what went wrong around the probe (timeout, crash, splat);
-    `dmesg` is what the kernel logged during the case; `splats` the titles of its reports that no allow_splats
-    declares (they are in `problem` too)."""
-    expected = exp.expect
-    if exp.dmesg:
-        expected = {**expected, "dmesg": list(exp.dmesg)}
-    issue = exp.known_issue
-    if issue and issue.splats:
-        expected = {**expected, "splats": "none"}
-        if splats and all(issue.explains(t) for t in splats):
-            # the known bug's reports, and what follows them (a dead probe, a lost guest, a changed machine)
-            return Judgement(Verdict.XFAIL, expected, [problem],
-                             f"{issue.status(exp.kernel_release)} [{issue.id}]: {issue.reason}")
-    if problem:
-        # the observation is still shown against the expectation, so a report says everything that went wrong
-        seen = compare(exp.expect, probe_result["obs"]) if (probe_result or {}).get("obs") else []
-        return Judgement(Verdict.ERROR if probe_result is None else Verdict.FAIL, expected, seen, problem)
-    if probe_result is None:
-        return Judgement(Verdict.ERROR, expected, [], "the probe printed no result")
-    if "skip" in probe_result:
-        return Judgement(Verdict.SKIP, expected, [], str(probe_result["skip"]))
-    if "error" in probe_result:
-        return Judgement(Verdict.ERROR, expected, [], f"probe could not run: {probe_result['error']}")
-    observed = probe_result.get("obs") or {}
-    mismatches = compare(exp.expect, observed)
-    for pattern in exp.dmesg:
-        if not re.search(pattern, dmesg):
-            mismatches.append(f"dmesg: expected a line matching {pattern!r}, none logged during the case")
-    if issue:
-        if not mismatches:
-            return Judgement(Verdict.XPASS, expected, [], f"known issue {issue.id} did not show: the kernel may fix it")
-        if issue.splats:
-            return Judgement(Verdict.FAIL, expected, mismatches + [f"not the known issue {issue.id} either: none of "
-                                                                 "its kernel reports"],
-                             f"neither the correct behaviour nor the kernel reports of known issue {issue.id}")
-        off_signature = compare(issue.signature, observed)
-        if not off_signature:
-            return Judgement(Verdict.XFAIL, expected, mismatches,
-                             f"{issue.status(exp.kernel_release)} [{issue.id}]: {issue.reason}")
-        # neither correct nor the known bug: a new wrong behaviour
-        return Judgement(Verdict.FAIL, expected, mismatches + [f"not the known issue {issue.id} either: " + m
-                                                             for m in off_signature],
-                         f"neither the correct behaviour nor the signature of known issue {issue.id}")
-    note = ""
-    if exp.override is not None:
-        note = f"expectation of {exp.override.since} and later ({exp.override.commit})"
-    if exp.inactive_issue is not None:
-        note = "; ".join(filter(None, [note, f"known issue {exp.inactive_issue.id}: "
-                                             f"{exp.inactive_issue.status(exp.kernel_release)}"]))
-    return Judgement(Verdict.FAIL if mismatches else Verdict.PASS, expected, mismatches, note)
 
 
 def select_cases(expectations: dict[str, Expectation], patterns: tuple[str, ...] | list[str]) -> list[str]:

@@ -21,8 +21,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from rig.errors import ConfigError
-from rig.model import splat_standing
-from rig.report import load_run, why
+from rig.model import CaseResult, RunRecord
+from rig.records import to_json
+from rig.report import why
+from rig.results import read_run
+from rig.sources import PatchRecord
 
 ORIGIN = "p2pdma_rig"
 SCHEMA_VERSION = {"major": 5, "minor": 3}
@@ -47,20 +50,19 @@ def _clean(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None and v != {} and v != []}
 
 
-def patchset_hash(patches: list[dict]) -> str:
+def patchset_hash(patches: tuple[PatchRecord, ...] | list[PatchRecord]) -> str:
     """KCIDB's patchset hash: sha256 over the newline-terminated sha256 of each patch file, in order of
     application (`sha256sum *.patch | cut -c-64 | sha256sum`); "" without patches. An mbox is one file."""
-    files = list(dict.fromkeys((p.get("file"), p.get("sha256")) for p in patches))
+    files = list(dict.fromkeys((p.file, p.sha256) for p in patches))
     if not files:
         return ""
     return hashlib.sha256("".join(f"{sha}\n" for _, sha in files).encode()).hexdigest()
 
 
-def run_id(run_dir: Path, data: dict) -> str:
+def run_id(run_dir: Path, run: RunRecord) -> str:
     """The run's own id (manifest `run_id`; for older runs, the directory's name and its results' hash)."""
-    rid = data["manifest"].get("run_id")
-    if rid:
-        return str(rid)
+    if run.manifest.run_id:
+        return run.manifest.run_id
     digest = hashlib.sha256((run_dir / "results.json").read_bytes()).hexdigest()[:12]
     return f"{run_dir.resolve().name}-{digest}"
 
@@ -69,18 +71,29 @@ def _url(base: str | None, name: str) -> str | None:
     return f"{base.rstrip('/')}/{name}" if base else None
 
 
-def _excerpt(c: dict) -> str:
+def _excerpt(c: CaseResult) -> str:
     """The lines a reader needs to see why a case got its verdict, then its dmesg slice, cut to the schema's
     maximum (keeping the start, where the reason is)."""
-    lines = [f"{c.get('id')}: {c.get('verdict')}"] + [f"  {x}" for x in why(c)]
-    for s in c.get("splats") or []:
-        standing = splat_standing(s.get("allowed", False), s.get("known_issue", ""))
-        lines.append(f"  {s.get('title')}{standing}:")
-        lines += ["    " + ln for ln in (s.get("decoded") or s.get("text") or "").splitlines()[:60]]
-    if c.get("dmesg"):
-        lines += ["  dmesg during the case:"] + ["    " + ln for ln in c["dmesg"].splitlines()[-60:]]
+    lines = [f"{c.id}: {c.verdict.value}"] + [f"  {x}" for x in why(c)]
+    for s in c.splats:
+        lines.append(f"  {s.title}{s.standing_note}:")
+        lines += ["    " + ln for ln in (s.decoded or s.text).splitlines()[:60]]
+    if c.dmesg:
+        lines += ["  dmesg during the case:"] + ["    " + ln for ln in c.dmesg.splitlines()[-60:]]
     text = re.sub("\x00", "", "\n".join(lines) + "\n")
     return text if len(text) <= LOG_EXCERPT_MAX else text[:LOG_EXCERPT_MAX - 12] + "\n[... cut]\n"
+
+
+def check_url_base(url_base: str | None) -> None:
+    """KCIDB's schema takes only absolute http(s) URLs for logs and output files."""
+    from urllib.parse import urlparse
+
+    if url_base is None:
+        return
+    u = urlparse(url_base)
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise ConfigError(f"--url-base {url_base!r}: not an http(s) URL (KCIDB's schema refuses the report). Fix: give "
+                          "where the run directory will be reachable, e.g. https://ci.example.org/artifacts/run-1/")
 
 
 def to_kcidb(run_dir: Path | str, origin: str = ORIGIN, url_base: str | None = None) -> dict:
@@ -88,83 +101,83 @@ def to_kcidb(run_dir: Path | str, origin: str = ORIGIN, url_base: str | None = N
     reachable (a CI artifact URL); with it, tests link their boot's console log and the report page."""
     if not re.fullmatch(r"[a-z0-9_]+", origin):
         raise ConfigError(f"KCIDB origin {origin!r}: only lowercase letters, digits and '_'")
+    check_url_base(url_base)
     d = Path(run_dir)
-    data = load_run(d)
-    m = data["manifest"]
-    k = m.get("kernel") or {}
-    src = k.get("source") or {}
-    patches = k.get("patches") or []
-    rid = run_id(d, data)
-    pset = patchset_hash(patches)
+    run = read_run(d)
+    m = run.manifest
+    k, src = m.kernel, m.kernel.source
+    rid = run_id(d, run)
+    pset = patchset_hash(k.patches)
 
-    ident = json.dumps([src.get("id"), src.get("version"), src.get("git_sha"), src.get("dirty"), pset])
+    tree = src.kind == "tree"
+    ident = json.dumps([src.id, src.version, src.git_sha if tree else None, src.dirty if tree else None, pset])
     checkout_id = f"{origin}:checkout-{hashlib.sha256(ident.encode()).hexdigest()[:20]}"
-    subjects = list(dict.fromkeys(p.get("subject") or "" for p in patches))
-    build_start = _time(k.get("built_at"), float(k.get("build_seconds") or 0))
-    git_sha = src.get("git_sha") or ""
+    subjects = list(dict.fromkeys(k.patch_subjects))
+    build_start = _time(k.built_at, k.build_seconds or 0.0)
     checkout = _clean({
         "id": checkout_id, "origin": origin,
-        "tree_name": src.get("id") if src.get("kind") == "debian" else Path(src.get("path") or "").name or None,
-        "git_commit_hash": git_sha if re.fullmatch(r"[0-9a-f]{40}", git_sha) else None,
-        "git_commit_name": src.get("version") or None,
+        "tree_name": src.id if src.kind == "debian" else Path(src.path).name or None,
+        "git_commit_hash": src.git_sha if re.fullmatch(r"[0-9a-f]{40}", src.git_sha) else None,
+        "git_commit_name": src.version or None,
         "patchset_hash": pset,
-        "comment": " ".join(x for x in (src.get("kind"), src.get("version")) if x)
+        "comment": " ".join(x for x in (src.kind, src.version) if x)
         + (f" + {len(subjects)} patch(es): " + "; ".join(subjects) if subjects else ""),
         "start_time": build_start,
         "valid": True,  # the patches applied: the build exists
-        "misc": _clean({"source": src, "patches": patches}),
+        "misc": _clean({"source": _clean(to_json(src)), "patches": to_json(k.patches)}),
     })
 
-    build_id = f"{origin}:{k.get('key') or 'build-' + rid}"
+    build_id = f"{origin}:{k.key or 'build-' + rid}"
+    options = "".join(f"+{o}" for o in k.kconfig_add)
     build = _clean({
         "id": build_id, "checkout_id": checkout_id, "origin": origin,
-        "comment": f"profile {k.get('profile')}" + "".join(f" +{o}" for o in k.get("kconfig_add") or []),
+        "comment": f"profile {k.profile}" + "".join(f" +{o}" for o in k.kconfig_add),
         "start_time": build_start,
-        "duration": float(k["build_seconds"]) if k.get("build_seconds") is not None else None,
+        "duration": k.build_seconds,
         "architecture": "x86_64",
-        "command": k.get("reproduce") or None,
-        "compiler": k.get("compiler") or None,
-        "config_name": (k.get("profile") or "") + "".join(f"+{o}" for o in k.get("kconfig_add") or []) or None,
+        "command": k.reproduce or None,
+        "compiler": k.compiler or None,
+        "config_name": k.profile + options or None,
         "status": "PASS",  # a run exists only for a kernel that built
-        "misc": _clean({"key": k.get("key"), "config_sha256": k.get("config_sha256"),
-                        "fragments": k.get("fragments"), "build_host": k.get("build_host")}),
+        "misc": _clean({"key": k.key or None, "config_sha256": k.config_sha256 or None,
+                        "fragments": to_json(k.fragments), "build_host": k.build_host or None}),
     })
 
-    boots = {b.get("boot"): b for b in data.get("boots") or []}
-    host = m.get("host") or {}
-    started = _time(m.get("started"))
+    boots = {b.boot: b for b in run.boots}
+    started = _time(m.started)
     tests, issues, incidents = [], {}, []
-    for c in data["cases"]:
-        verdict = str(c.get("verdict"))
-        boot = boots.get(c.get("boot")) or {}
-        test_id = f"{origin}:{rid}:{c['id']}"
+    for c in run.cases:
+        verdict = c.verdict.value
+        boot = boots.get(c.boot)
+        test_id = f"{origin}:{rid}:{c.id}"
         tests.append(_clean({
             "id": test_id, "build_id": build_id, "origin": origin,
-            "path": f"{TEST_PATH}.{c['id']}",
-            "comment": (c.get("description") or c["id"]) + (f" [{verdict}]" if verdict not in ("pass", "fail") else ""),
+            "path": f"{TEST_PATH}.{c.id}",
+            "comment": (c.description or c.id) + (f" [{verdict}]" if verdict not in ("pass", "fail") else ""),
             "status": STATUS.get(verdict, "ERROR"),
             "start_time": started,
-            "duration": float(c.get("duration_s") or 0),
+            "duration": float(c.duration_s),
             "log_excerpt": _excerpt(c),
-            "log_url": _url(url_base, f"boot-{c.get('boot')}/console.log") if c.get("boot") else None,
+            "log_url": _url(url_base, f"boot-{c.boot}/console.log") if c.boot else None,
             "output_files": [{"name": n, "url": _url(url_base, n)} for n in ("report.html", "results.json",
                                                                              "junit.xml")] if url_base else None,
             "environment": _clean({
-                "comment": f"QEMU q35 ({boot.get('accel') or m.get('accel') or '?'}), topology "
-                           f"{boot.get('topology') or 'default'}, boot {c.get('boot')}",
-                "misc": _clean({"boot": c.get("boot"), "topology": boot.get("topology"), "accel": boot.get("accel"),
-                                "qemu_cmdline": boot.get("qemu_cmdline"), "host": host or None}),
+                "comment": f"QEMU q35 ({(boot.accel if boot else '') or m.accel or '?'}), topology "
+                           f"{boot.topology if boot else 'default'}, boot {c.boot}",
+                "misc": _clean({"boot": c.boot, "topology": boot.topology if boot else None,
+                                "accel": boot.accel if boot else None,
+                                "qemu_cmdline": boot.qemu_cmdline if boot else None, "host": m.host or None}),
             }),
-            "misc": _clean({"rig_verdict": verdict, "reason": c.get("reason") or None,
-                            "mismatches": c.get("mismatches"), "known_issue": c.get("known_issue"),
-                            "section": c.get("section") or None, "expected": c.get("expected"),
-                            "observed": c.get("observed"),
-                            "splats": [s.get("title") for s in c.get("splats") or []],
-                            "run_id": rid, "reproduce": m.get("reproduce")}),
+            "misc": _clean({"rig_verdict": verdict, "reason": c.reason or None,
+                            "mismatches": c.mismatches, "known_issue": c.known_issue,
+                            "section": c.section or None, "expected": c.expected,
+                            "observed": c.observed,
+                            "splats": [s.title for s in c.splats],
+                            "run_id": rid, "reproduce": m.reproduce or None}),
         }))
-        ki = c.get("known_issue")
+        ki = c.known_issue
         if ki and verdict in ("xfail", "xpass"):
-            reason = c.get("reason") or ""
+            reason = c.reason
             issues.setdefault(ki, _clean({
                 "id": f"{origin}:{ki}", "version": 1, "origin": origin,
                 "comment": re.sub(rf"^known issue {re.escape(ki)}: ", "", reason) if verdict == "xfail" else ki,
@@ -172,9 +185,9 @@ def to_kcidb(run_dir: Path | str, origin: str = ORIGIN, url_base: str | None = N
                 "misc": {"known_issues": "guest-tests/expectations.yaml"},
             }))
             incidents.append(_clean({
-                "id": f"{origin}:{rid}:{c['id']}:{ki}", "origin": origin, "issue_id": f"{origin}:{ki}",
+                "id": f"{origin}:{rid}:{c.id}:{ki}", "origin": origin, "issue_id": f"{origin}:{ki}",
                 "issue_version": 1, "build_id": build_id, "test_id": test_id, "present": verdict == "xfail",
-                "comment": f"{c['id']}: {verdict}: {reason}" if reason else f"{c['id']}: {verdict}",
+                "comment": f"{c.id}: {verdict}: {reason}" if reason else f"{c.id}: {verdict}",
             }))
     return _clean({"version": dict(SCHEMA_VERSION), "checkouts": [checkout], "builds": [build], "tests": tests,
                    "issues": list(issues.values()), "incidents": incidents})

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rig.cache import CacheEntry, digest
-from rig.sources import KernelSource, Patch, prepare_tree, read_patches, resolve_source, tree_lock
+from rig.sources import (KernelSource, Patch, PatchRecord, SourceRecord, prepare_tree, read_patches, resolve_source,
+                         tree_lock)
 from rig.config import REPO_ROOT, RigConfig
 from rig.errors import BuildError, ConfigError
 from rig.progress import Progress
+from rig.records import from_json, to_json
 
 FRAGMENT_DIR = REPO_ROOT / "kernel-config"
 # bump when the build recipe below changes in a way that changes the artifacts
@@ -44,6 +46,49 @@ class KernelSpec:
 
 
 @dataclass(frozen=True)
+class FragmentRecord:
+    name: str = ""
+    file: str = ""
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class KernelManifest:
+    """What a kernel build is (its cache entry's manifest.json, and `kernel` in a run's manifest): in the style
+    of tuxmake's build metadata, with the command that repeats it."""
+
+    key: str = ""
+    source: SourceRecord = SourceRecord()
+    patches: tuple[PatchRecord, ...] = ()
+    profile: str = ""
+    fragments: tuple[FragmentRecord, ...] = ()
+    kconfig_add: tuple[str, ...] = ()
+    kernelrelease: str = ""  # make kernelrelease
+    # the design of userspace P2P memory it offers (p2pmem_semantics): "merged" (sysfs allocate) or "v3"
+    p2pmem_semantics: str = "merged"
+    # options a fragment names by their older name, absent from this tree (`# rig-renamed:`)
+    renamed_options: tuple[str, ...] = ()
+    config_sha256: str = ""
+    compiler: str = ""
+    build_seconds: float | None = None
+    built_at: str = ""
+    build_host: str = ""
+    build_dir: str = ""
+    reproduce: str = ""
+
+    @property
+    def patch_subjects(self) -> tuple[str, ...]:
+        return tuple(p.subject for p in self.patches)
+
+    def to_json(self) -> dict:
+        return to_json(self)
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = "kernel manifest") -> "KernelManifest":
+        return from_json(cls, data, where)
+
+
+@dataclass(frozen=True)
 class KernelBuild:
     key: str
     path: Path  # the cache entry
@@ -51,7 +96,7 @@ class KernelBuild:
     vmlinux: Path
     headers: Path  # usr/include of headers_install
     config: Path
-    manifest: dict
+    manifest: KernelManifest
 
 
 # a symbol only the seed's series (v3 19/20 and its successors) defines: userspace maps P2P memory through a
@@ -75,7 +120,7 @@ def decode_stacktrace(kernel: KernelBuild, text: str) -> str:
     gone, or it takes too long."""
     # kbuild links <O>/source to the tree it compiled: the extracted package or tarball, the user's tree, or
     # the rig's patched work tree of it
-    tree = (Path(kernel.manifest["build_dir"]) / "source").resolve()
+    tree = (Path(kernel.manifest.build_dir) / "source").resolve()
     script = tree / "scripts" / "decode_stacktrace.sh"
     if not script.exists() or not text.strip():
         return ""
@@ -364,9 +409,8 @@ def build_kernel(spec: KernelSpec, progress: Progress | None = None) -> KernelBu
             return with_spec_manifest(_build_locked(spec, key, entry, started, progress), spec)
 
 
-def fragments_manifest(spec: KernelSpec) -> list[dict]:
-    return [{"name": f.name, "file": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
-            for f in spec.fragments]
+def fragments_manifest(spec: KernelSpec) -> tuple[FragmentRecord, ...]:
+    return tuple(FragmentRecord(f.name, str(f), hashlib.sha256(f.read_bytes()).hexdigest()) for f in spec.fragments)
 
 
 def with_spec_manifest(build: KernelBuild, spec: KernelSpec) -> KernelBuild:
@@ -374,13 +418,11 @@ def with_spec_manifest(build: KernelBuild, spec: KernelSpec) -> KernelBuild:
     (same contents), but its manifest.json names the files of whoever built it first, and entries built by
     older rigs hold truncated digests: the files (patches, fragments) and the command are this spec's, and
     every `sha256` is that of the file it names (`sha256sum FILE`), the .config's that of the entry's config."""
-    m = dict(build.manifest)
-    m["patches"] = [p.manifest() for p in spec.patches]
-    m["fragments"] = fragments_manifest(spec)
+    m = dataclasses.replace(build.manifest, patches=tuple(p.manifest() for p in spec.patches),
+                            fragments=fragments_manifest(spec), source=spec.source.manifest(),
+                            reproduce=reproduce_command(spec))
     if build.config.is_file():
-        m["config_sha256"] = hashlib.sha256(build.config.read_bytes()).hexdigest()
-    m["source"] = spec.source.manifest()
-    m["reproduce"] = reproduce_command(spec)
+        m = dataclasses.replace(m, config_sha256=hashlib.sha256(build.config.read_bytes()).hexdigest())
     return dataclasses.replace(build, manifest=m)
 
 
@@ -448,25 +490,16 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
         shutil.copy2(out / "System.map", tmp / "System.map")
         shutil.copy2(out / ".config", tmp / "config")
         shutil.copytree(out / "rig-headers/include", tmp / "include")
-        manifest = {
-            "key": key,
-            "source": spec.source.manifest(),
-            "patches": [p.manifest() for p in spec.patches],
-            "profile": spec.profile,
-            "fragments": fragments_manifest(spec),
-            "kconfig_add": list(spec.kconfig_add),
-            "kernelrelease": release,
-            "p2pmem_semantics": p2pmem_semantics((out / "System.map").read_text(errors="replace")),
-            # options a fragment names by their older name, absent from this tree (`# rig-renamed:`)
-            "renamed_options": renamed,
-            "config_sha256": hashlib.sha256(final_config.encode()).hexdigest(),
-            "compiler": compiler_version(),
-            "build_seconds": seconds,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "build_host": platform.node(),
-            "build_dir": str(out),
-            "reproduce": reproduce_command(spec),
-        }
+        manifest = KernelManifest(
+            key=key, source=spec.source.manifest(), patches=tuple(p.manifest() for p in spec.patches),
+            profile=spec.profile, fragments=fragments_manifest(spec), kconfig_add=tuple(spec.kconfig_add),
+            kernelrelease=release,
+            p2pmem_semantics=p2pmem_semantics((out / "System.map").read_text(errors="replace")),
+            renamed_options=tuple(renamed), config_sha256=hashlib.sha256(final_config.encode()).hexdigest(),
+            compiler=compiler_version(), build_seconds=seconds,
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), build_host=platform.node(),
+            build_dir=str(out), reproduce=reproduce_command(spec),
+        ).to_json()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     progress.done(f"kernel {key} built")
     return load_build(entry.path)
@@ -516,7 +549,7 @@ def load_build(path: Path) -> KernelBuild:
         try:
             manifest["p2pmem_semantics"] = p2pmem_semantics((path / "System.map").read_text(errors="replace"))
         except OSError:
-            manifest["p2pmem_semantics"] = "merged"
+            pass  # KernelManifest's default
     src = manifest.get("source") or {}
     deb = src.get("debian")
     if isinstance(deb, dict) and not deb.get("deb_sha256"):
@@ -528,5 +561,6 @@ def load_build(path: Path) -> KernelBuild:
             pass
     return KernelBuild(
         key=manifest["key"], path=path, bzimage=path / "bzImage", vmlinux=path / "vmlinux",
-        headers=path / "include", config=path / "config", manifest=manifest,
+        headers=path / "include", config=path / "config",
+        manifest=KernelManifest.from_json(manifest, str(path / "manifest.json")),
     )

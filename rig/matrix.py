@@ -1,8 +1,10 @@
-"""`rig matrix`: every cell of a YAML matrix (kernel sources x profiles x patch sets) as its own `rig run`, in
-parallel VMs, one run directory per cell plus matrix.json and a summary table.
+"""`rig matrix`: every cell of a YAML matrix (kernel sources x profiles x patch sets) as its own run
+(rig.pipeline.run), in parallel VMs, one run directory per cell plus matrix.json and a summary table.
 
-Each cell is a separate `rig run` process: its own QEMU, forwarded port, overlay, QMP socket and run
-directory, so cells cannot collide; kernel builds of one source are serialised by the cache's locks.
+Every cell's request is made, and so checked, before any cell starts. Cells run in threads of this process,
+each with its own QEMUs, forwarded ports, overlays, QMP sockets, run directory and log; kernel builds of one
+source are serialised by the cache's locks (flock: one per open file, so threads exclude each other too). The
+threads are daemons: a Ctrl-C ends the process, and every QEMU dies with it (PR_SET_PDEATHSIG).
 """
 from __future__ import annotations
 
@@ -10,17 +12,15 @@ import itertools
 import json
 import os
 import re
-import subprocess
-import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
-from rig.config import REPO_ROOT
-from rig.errors import ConfigError
+from rig import pipeline
+from rig.errors import ConfigError, EXIT_HARNESS, RigError
 from rig.model import VERDICTS
 
 MATRIX_KEYS = {"kernels", "profiles", "patch_sets", "select", "parallel"}
@@ -39,13 +39,14 @@ class Matrix:
     cells: tuple[Cell, ...]
     select: tuple[str, ...]
     parallel: int
+    config_file: str | None = None  # the rig YAML every cell uses
 
 
 def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", s).strip("-")[:40]
 
 
-def load_matrix(path: Path) -> Matrix:
+def load_matrix(path: Path, config_file: str | None = None) -> Matrix:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
@@ -75,23 +76,28 @@ def load_matrix(path: Path) -> Matrix:
     parallel = data.get("parallel", max(1, (os.cpu_count() or 2) // 2))
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise ConfigError(f"{path}: 'parallel' must be a whole number of cells at once (>= 1), got {parallel!r}")
-    return Matrix(tuple(cells), tuple(select), max(1, parallel))
+    return Matrix(tuple(cells), tuple(select), max(1, parallel), config_file)
 
 
-def _run_cell(cell: Cell, matrix: Matrix, out: Path, config: str | None) -> dict:
-    cmd = [sys.executable, "-m", "rig.cli", "run", "--source", cell.source, "--profile", cell.profile,
-           "--out", str(out / cell.name)]
-    if config:
-        cmd += ["--config", config]
-    cmd += [a for p in cell.patches for a in ("--patch", p)]
-    cmd += [a for p in matrix.select for a in ("-k", p)]
+def cell_request(cell: Cell, matrix: Matrix, out: Path) -> pipeline.RunRequest:
+    flags = pipeline.Flags(source=cell.source, profile=cell.profile, patches=cell.patches, select=matrix.select)
+    return pipeline.run_request(matrix.config_file, flags, out / cell.name, command=("rig", "matrix", cell.name))
+
+
+def _run_cell(cell: Cell, request: pipeline.RunRequest, out: Path) -> dict:
     started = time.time()
     with open(out / f"{cell.name}.log", "w") as log:
-        rc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
-    results = out / cell.name / "results.json"
-    summary = json.loads(results.read_text())["summary"] if results.exists() else {}
+        try:
+            outcome = pipeline.run(request, stream=log)
+            rc, summary, reproduce = outcome.exit_code, outcome.record.summary, outcome.reproduce
+        except RigError as e:
+            log.write(f"rig: error: {e}\n")
+            rc, summary, reproduce = e.exit_code, {}, ""
+        except Exception as e:  # noqa: BLE001 - one broken cell is that cell's exit 2, not the matrix's end
+            log.write(f"rig: internal error: {e.__class__.__name__}: {e}\n")
+            rc, summary, reproduce = EXIT_HARNESS, {}, ""
     return {**asdict(cell), "exit_code": rc, "summary": summary, "started": started, "ended": time.time(),
-            "run_dir": str(out / cell.name), "log": str(out / f"{cell.name}.log")}
+            "run_dir": str(request.run_dir), "log": str(out / f"{cell.name}.log"), "reproduce": reproduce}
 
 
 def worst_exit(codes: list[int]) -> int:
@@ -101,11 +107,23 @@ def worst_exit(codes: list[int]) -> int:
     return 0 if all(c == 0 for c in codes) else 2
 
 
-def run_matrix(matrix: Matrix, out: Path, config: str | None, parallel: int | None = None) -> dict:
+def run_matrix(matrix: Matrix, out: Path, parallel: int | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
+    requests = [cell_request(c, matrix, out) for c in matrix.cells]  # every cell checked before any runs
     workers = parallel or matrix.parallel
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        cells = list(pool.map(lambda c: _run_cell(c, matrix, out, config), matrix.cells))
+    slots = threading.Semaphore(workers)
+    cells: list[dict | None] = [None] * len(requests)
+
+    def cell(i: int) -> None:
+        with slots:
+            cells[i] = _run_cell(matrix.cells[i], requests[i], out)
+
+    threads = [threading.Thread(target=cell, args=(i,), name=f"cell-{c.name}", daemon=True)
+               for i, c in enumerate(matrix.cells)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     data = {"parallel": workers, "cells": cells, "exit_code": worst_exit([c["exit_code"] for c in cells])}
     (out / "matrix.json").write_text(json.dumps(data, indent=2) + "\n")
     return data

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rig.console import Splat, is_crash
+from rig.kernel import KernelManifest
+from rig.records import from_json, to_json
 
 
 class Verdict(str, enum.Enum):
@@ -33,12 +35,14 @@ VERDICTS = tuple(v.value for v in Verdict)
 FAILING = tuple(v.value for v in Verdict if v.failing)
 
 
-def splat_standing(allowed: bool, known_issue: str) -> str:
-    """' (allowed by the expectation)', ' (known issue ID)' or '' for a splat that counts (SplatRecord's fields,
-    also as results.json keeps them)."""
-    if allowed:
-        return " (allowed by the expectation)"
-    return f" (known issue {known_issue})" if known_issue else ""
+class Standing(str, enum.Enum):
+    """Where a kernel report stands, set by rig/judge.py: it counts against its case (or scenario, or boot), its
+    case's expectation declares it (allow_splats), or it is its owner's known issue (the owner is XFAIL, and
+    the run is no crash for it)."""
+
+    COUNTS = "counts"
+    ALLOWED = "allowed"
+    KNOWN_ISSUE = "known issue"
 
 
 @dataclass
@@ -63,9 +67,25 @@ class SplatRecord:
         return is_crash(self.kind, self.fatal)
 
     @property
-    def standing(self) -> str:
-        """Why it fails nothing, for a report line ("" = it counts)."""
-        return splat_standing(self.allowed, self.known_issue)
+    def standing(self) -> Standing:
+        if self.allowed:
+            return Standing.ALLOWED
+        return Standing.KNOWN_ISSUE if self.known_issue else Standing.COUNTS
+
+    @property
+    def counts(self) -> bool:
+        return self.standing is Standing.COUNTS
+
+    @property
+    def standing_note(self) -> str:
+        """' (allowed by the expectation)', ' (known issue ID)', or '' for a report that counts: after its title
+        in every output."""
+        return {Standing.ALLOWED: " (allowed by the expectation)", Standing.COUNTS: "",
+                Standing.KNOWN_ISSUE: f" (known issue {self.known_issue})"}[self.standing]
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = "splat") -> "SplatRecord":
+        return from_json(cls, data, where)
 
     @classmethod
     def of(cls, splat: Splat, boot: int, owner: str = "", allowed: bool = False, decoded: str = "",
@@ -97,11 +117,11 @@ class CaseResult:
         lines.append(f"  observed: {self.observed}")
         lines += [f"  mismatch: {m}" for m in self.mismatches]
         for s in self.splats:
-            lines.append(f"  splat{s.standing}: {s.title}")
+            lines.append(f"  splat{s.standing_note}: {s.title}")
             if s.decoded:
                 lines.append(f"  decoded trace of {s.title} (scripts/decode_stacktrace.sh):")
                 lines += ["    " + ln for ln in s.decoded.splitlines()[:80]]
-            elif s.text and not s.standing:
+            elif s.text and s.counts:
                 lines += ["    " + ln for ln in s.text.splitlines()[:40]]
         if self.dmesg:
             lines.append("  dmesg during the case:")
@@ -111,7 +131,11 @@ class CaseResult:
     @property
     def failing_splats(self) -> list[SplatRecord]:
         """The case's reports that count against it: neither allowed nor its known issue's."""
-        return [s for s in self.splats if not s.standing]
+        return [s for s in self.splats if s.counts]
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = "case") -> "CaseResult":
+        return from_json(cls, data, f"{where} {data.get('id', '?')}")
 
 
 @dataclass
@@ -129,3 +153,76 @@ class BootRecord:
         """The reports no case or scenario was judged on (by console line): every splat counts, these in the
         boot's own `kernel.console` result."""
         return [s for s in self.splats if s.line not in judged_lines]
+
+    def to_json(self) -> dict:
+        """As results.json keeps a boot (its reports go to the run's own `splats` list)."""
+        return {"boot": self.boot, "topology": self.topology, "ready_s": self.ready_s, "accel": self.accel,
+                "ended_by": self.ended_by, "qemu_cmdline": self.qemu_cmdline, "dir": str(self.workdir)}
+
+    @classmethod
+    def from_json(cls, data: dict, splats: list[SplatRecord], where: str = "boot") -> "BootRecord":
+        boot = from_json(_BootJson, data, where)
+        return cls(boot.boot, boot.topology, Path(boot.dir), boot.ready_s, boot.accel, boot.qemu_cmdline,
+                   [s for s in splats if s.boot == boot.boot], boot.ended_by)
+
+
+@dataclass(frozen=True)
+class _BootJson:
+    boot: int
+    topology: str = "default"
+    ready_s: float | None = None
+    accel: str = ""
+    ended_by: str = ""
+    qemu_cmdline: str = ""
+    dir: str = ""
+
+
+@dataclass(frozen=True)
+class RunManifest:
+    """What made a run (manifest.json, and `manifest` in results.json)."""
+
+    rig_version: str = ""
+    run_id: str = ""
+    command: tuple[str, ...] = ()
+    config_file: str = ""
+    started: str = ""  # UTC, %Y-%m-%dT%H:%M:%SZ
+    ended: str = ""
+    kernel: KernelManifest = KernelManifest()
+    image: dict = field(default_factory=dict)  # the image's recipe: key, suite, packages, size_mb...
+    semantics: str = ""
+    selection: tuple[str, ...] = ()
+    shuffle_seed: int | None = None
+    host: dict = field(default_factory=dict)  # hostname, cpus, kernel, python, qemu
+    accel: str | None = None
+    qemu_cmdlines: tuple[str, ...] = ()
+    reproduce: str = ""
+    disks: str | None = None  # kept with --keep-disks
+
+
+@dataclass
+class RunRecord:
+    """A run directory's results.json, read back into the types the run wrote it from."""
+
+    summary: dict
+    exit_code: int
+    cases: list[CaseResult]
+    boots: list[BootRecord]
+    manifest: RunManifest
+
+    @property
+    def splats(self) -> list[SplatRecord]:
+        """Every report of every boot's console."""
+        return [s for b in self.boots for s in b.splats]
+
+    def to_json(self) -> dict:
+        return {"summary": self.summary, "exit_code": self.exit_code, "cases": to_json(self.cases),
+                "splats": to_json(self.splats), "boots": [b.to_json() for b in self.boots],
+                "manifest": to_json(self.manifest)}
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = "results.json") -> "RunRecord":
+        splats = [SplatRecord.from_json(s, f"{where}: splats[{i}]") for i, s in enumerate(data.get("splats") or [])]
+        return cls(dict(data.get("summary") or {}), int(data.get("exit_code", 0)),
+                   [CaseResult.from_json(c, f"{where}: case") for c in data.get("cases") or []],
+                   [BootRecord.from_json(b, splats, f"{where}: boot") for b in data.get("boots") or []],
+                   from_json(RunManifest, data.get("manifest") or {}, f"{where}: manifest"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import shlex
 import subprocess
 import threading
 import time
@@ -20,11 +19,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rig.config import REPO_ROOT, RigConfig
-from rig.console import Splat
 from rig.errors import BuildError, ConfigError, GuestError
-from rig.expectations import RaceKnownIssue, load_race_known_issues
+from rig.expectations import load_race_known_issues
 from rig.image import GuestImage, SshKey
+from rig.judge import judge_race_console, judge_scenario, race_known_issue
 from rig.kernel import KernelBuild
+from rig.model import SplatRecord, Verdict
 from rig.probes import MEMORY_OF
 from rig.progress import Progress
 from rig.session import VMSession
@@ -50,36 +50,59 @@ class RaceSpec:
     hung_task_timeout_s: int = 30
     cycles: int = 0  # > 0: stop a scenario after this many unbind/rebind cycles (or when its time is up)
 
-    def reproducer(self, profile: str, scenario: str | None = None) -> str:
-        scen = [scenario] if scenario else list(self.scenarios)
-        args = ["rig", "race", "--seed", str(self.seed), "--seconds", f"{self.seconds:g}", "--workers",
-                str(self.workers), "--profile", profile] + [a for s in scen for a in ("--scenario", s)]
+    def arguments(self, scenarios: list[str] | None = None) -> list[str]:
+        """`rig race`'s own options that replay these scenarios with this seed (the kernel's and the machine's
+        come from the request: rig.pipeline.RunRequest.reproduce)."""
+        args = ["--seed", str(self.seed), "--seconds", f"{self.seconds:g}", "--workers", str(self.workers)]
+        args += [a for s in (scenarios or self.scenarios) for a in ("--scenario", s)]
         if self.cycles:
             args += ["--cycles", str(self.cycles)]
         if self.hang_s != 60.0:
             args += ["--hang-s", f"{self.hang_s:g}"]
-        return shlex.join(args)
+        return args
 
 
 @dataclass
 class ScenarioResult:
     scenario: str
     boot: int
-    verdict: str  # ok | known (only reports of race_known_issues) | invariant | splat | hang | crash
+    # PASS, XFAIL (its only reports were race_known_issues', its invariants held) or FAIL (rig/judge.py)
+    verdict: Verdict
     seconds: float
     counters: dict
     broken: list[str]
-    splats: list[dict] = field(default_factory=list)
+    splats: list[SplatRecord] = field(default_factory=list)
     decoded: str = ""
     known: list[str] = field(default_factory=list)  # the known issues it hit, with their status
+    failure: str = ""  # how a FAIL went wrong: judge.RACE_FAILURES (invariant, splat, hang, crash)
 
     @property
     def failed(self) -> bool:
-        return self.verdict not in ("ok", "known")
+        return self.verdict.failing
+
+    @property
+    def crashed(self) -> bool:
+        return self.failure == "crash"
 
     @property
     def cycles_per_s(self) -> float:
         return (self.counters.get("cycles", 0) / self.seconds) if self.seconds else 0.0
+
+    @property
+    def outcome(self) -> str:
+        """'PASS', 'XFAIL', 'FAIL (hang)'..., for a summary line."""
+        return self.verdict.upper() + (f" ({self.failure})" if self.failure else "")
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        return dict(data, cycles_per_s=round(self.cycles_per_s, 3))
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ScenarioResult":
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{**fields, "verdict": Verdict(data["verdict"]),
+                      "splats": [SplatRecord.from_json(s) for s in data.get("splats", [])]})
 
 
 def parse_spec(scenarios: list[str], seconds: float, workers: int, seed: int | None, cycles: int = 0,
@@ -87,29 +110,16 @@ def parse_spec(scenarios: list[str], seconds: float, workers: int, seed: int | N
     unknown = [s for s in scenarios if s not in SCENARIOS + SELFTESTS]
     if unknown:
         raise ConfigError(f"unknown race scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
-    if seconds <= 0 or workers < 1 or workers > 64:
-        raise ConfigError("--seconds must be > 0 and --workers between 1 and 64")
+    if not seconds > 0:
+        raise ConfigError(f"--seconds {seconds:g}: each scenario needs some time; give a number of seconds above 0")
+    if workers < 1 or workers > 64:
+        raise ConfigError(f"--workers {workers}: between 1 and 64 worker threads in the guest")
+    if cycles < 0:
+        raise ConfigError(f"--cycles {cycles}: a number of unbind/rebind cycles (0 = run for --seconds)")
+    if not hang_s > 0:
+        raise ConfigError(f"--hang-s {hang_s:g}: how long without progress means a hung guest; give seconds above 0")
     return RaceSpec(tuple(scenarios or SCENARIOS), seconds, workers,
                     seed if seed is not None else random.SystemRandom().randrange(1, 2**31), hang_s, 30, cycles)
-
-
-def known_issue_of(scenario: str, title: str, known_issues: list[RaceKnownIssue],
-                   release: str) -> RaceKnownIssue | None:
-    return next((k for k in known_issues if k.matches(scenario, title, release)), None)
-
-
-def judge_reports(scenario: str, verdict: str, found: list[Splat], known_issues: list[RaceKnownIssue],
-                  release: str, alive: bool) -> tuple[str, dict[int, RaceKnownIssue]]:
-    """The scenario's verdict once every report of its console slice is in, and the known issue of each report
-    that is one (by console line). Any other report fails it, also one that came after the watcher's last look;
-    a scenario that held and hit only known issues is `known`."""
-    known = {s.line: k for s in found if not s.fatal
-             and (k := known_issue_of(scenario, s.title, known_issues, release)) is not None}
-    if verdict in ("ok", "invariant") and any(s.line not in known for s in found):
-        verdict = "crash" if any(s.fatal for s in found) or not alive else "splat"
-    if verdict == "ok" and known:
-        verdict = "known"
-    return verdict, known
 
 
 def compile_racer(kernel: KernelBuild, out: Path) -> Path:
@@ -166,9 +176,9 @@ class Race:
         self.progress = progress or Progress("race")
         self.racer = compile_racer(kernel, run_dir / "racer")
         self.known_issues = load_race_known_issues(scenarios=SCENARIOS + SELFTESTS)
-        self.release = kernel.manifest.get("kernelrelease", "")
+        self.release = kernel.manifest.kernelrelease
         # on the seed's v3 series the workers map /dev/nvmeN, as the probes do on that design
-        self.memory_env = f"P2PDMA_MEMORY={MEMORY_OF[kernel.manifest.get('p2pmem_semantics', 'merged')]} "
+        self.memory_env = f"P2PDMA_MEMORY={MEMORY_OF[kernel.manifest.p2pmem_semantics]} "
         self.session = VMSession(cfg, kernel, image, key, run_dir, self.progress, prepare=self._prepare,
                                  keep_disks=keep_disks)
 
@@ -209,12 +219,13 @@ class Race:
                 removals.errors.append(str(e))
                 return
 
-    def _known_issue(self, scenario: str, title: str) -> RaceKnownIssue | None:
-        return known_issue_of(scenario, title, self.known_issues, self.release)
+    def _known_issue(self, scenario: str, title: str) -> bool:
+        return race_known_issue(scenario, title, self.known_issues, self.release) is not None
 
     def _watch(self, vm: RunningVM, scenario: str, racer: _GuestRacer, t0: float) -> tuple[str, str]:
-        """Follow the racer until it ends or something breaks: (verdict, note). Live status from its progress
-        lines; a splat in the scenario's console slice, a dead QEMU, or no progress for hang_s stop it."""
+        """Follow the racer until it ends or something breaks: (failure, note), failure "" when it ended. Live
+        status from its progress lines; a splat in the scenario's console slice, a dead QEMU, or no progress
+        for hang_s stop it."""
         assert vm.console
         last_progress, last_progress_t = None, time.monotonic()
         while racer.thread.is_alive():
@@ -240,7 +251,7 @@ class Race:
                     note = f"no progress and no SSH for {self.spec.hang_s:g}s"
                 self._task_dumps(vm)
                 return "hang", note
-        return "ok", ""
+        return "", ""
 
     def run_scenario(self, scenario: str) -> ScenarioResult:
         vm = self.session.vm_for(SCENARIO_TOPOLOGY.get(scenario, "default"))
@@ -256,16 +267,16 @@ class Race:
         removals = _Removals()
         if scenario == "surprise-removal":
             threading.Thread(target=self._surprise_removals, args=(vm, t0 + seconds, removals), daemon=True).start()
-        verdict, note = self._watch(vm, scenario, racer, t0)
+        failure, note = self._watch(vm, scenario, racer, t0)
         removals.done.set()
         elapsed = time.monotonic() - t0
         counters: dict = {}
         broken: list[str] = [note] if note else []
-        if verdict == "ok":
+        if not failure:
             racer.thread.join(seconds + self.spec.hang_s + 90)
             got = racer.counters()
             if got is None:
-                verdict, broken = ("hang" if racer.error else "invariant"), [racer.error or "racer printed no result"]
+                failure, broken = ("hang" if racer.error else "invariant"), [racer.error or "racer printed no result"]
             else:
                 counters = got
                 broken = counters.pop("broken", [])
@@ -274,19 +285,18 @@ class Race:
                 if scenario == "surprise-removal":
                     counters["cycles"] = removals.count  # removals + re-adds done by the host
                     broken += [f"QMP: {e}" for e in removals.errors]
-                verdict = "invariant" if broken else "ok"
+                failure = "invariant" if broken else ""
                 elapsed = counters.get("seconds", elapsed)
-        if verdict != "ok":
+        if failure:
             time.sleep(1.0)  # let the rest of a report reach the console
         found, _text = self.session.slice_splats(f"race.{scenario}") if vm.console else ([], "")
-        verdict, known = judge_reports(scenario, verdict, found, self.known_issues, self.release, vm.alive())
-        splats = [self.session.record(s, boot, owner=f"race.{scenario}", allowed=s.line in known) for s in found]
-        hit = sorted({k.status(self.release) for k in known.values()})
+        splats = [self.session.record(s, boot, owner=f"race.{scenario}") for s in found]
+        verdict, failure, hit = judge_scenario(scenario, failure, splats, self.known_issues, self.release, vm.alive())
         decoded = "\n".join(s.decoded for s in splats if s.decoded)
-        result = ScenarioResult(scenario, boot, verdict, round(elapsed, 1), counters, broken,
-                                [asdict(s) for s in splats], decoded, hit)
-        if verdict != "ok":  # a known bug's report leaves a tainted kernel (and a spent WARN_ON_ONCE) too
-            self.session.retire(f"{scenario}: {verdict}")
+        result = ScenarioResult(scenario, boot, verdict, round(elapsed, 1), counters, broken, splats, decoded, hit,
+                                failure)
+        if verdict != Verdict.PASS:  # a known bug's report leaves a tainted kernel (and a spent WARN_ON_ONCE) too
+            self.session.retire(f"{scenario}: {result.outcome}")
         return result
 
     def run(self) -> list[ScenarioResult]:
@@ -295,10 +305,10 @@ class Race:
             for scenario in self.spec.scenarios:
                 r = self.run_scenario(scenario)
                 results.append(r)
-                self.progress.note(f"{scenario}: {r.verdict.upper()} after {r.seconds:g}s, "
+                self.progress.note(f"{scenario}: {r.outcome} after {r.seconds:g}s, "
                                    f"{r.counters.get('iterations', 0)} iterations, {r.counters.get('cycles', 0)} "
                                    f"unbind/rebind cycles ({r.cycles_per_s:.2f}/s)"
-                                   + "".join(f"\n    splat: {s['title']}" for s in r.splats)
+                                   + "".join(f"\n    splat{s.standing_note}: {s.title}" for s in r.splats)
                                    + "".join(f"\n    broken: {b}" for b in r.broken)
                                    + "".join(f"\n    {k}" for k in r.known))
                 if r.failed:
@@ -312,28 +322,35 @@ class Race:
         between scenarios, after the last one): every splat counts."""
         out = []
         for b in self.session.boots:
-            stray = b.unjudged({s["line"] for r in results if r.boot == b.boot for s in r.splats})
+            verdict, failure, stray = judge_race_console(b, {s.line for r in results if r.boot == b.boot
+                                                             for s in r.splats})
             if stray:
-                verdict = "crash" if any(s.crash for s in stray) else "splat"
                 out.append(ScenarioResult(f"kernel.console.boot-{b.boot}", b.boot, verdict, 0.0, {},
                                           [f"{s.title} ({'in ' + s.owner if s.owner else 'outside every scenario'})"
-                                           for s in stray], [asdict(s) for s in stray],
-                                          "\n".join(s.decoded for s in stray if s.decoded)))
+                                           for s in stray], stray,
+                                          "\n".join(s.decoded for s in stray if s.decoded), failure=failure))
         return out
 
 
-def write_race(run_dir: Path, spec: RaceSpec, results: list[ScenarioResult], kernel: KernelBuild, profile: str,
+def race_summary(results: list[ScenarioResult], seed: int) -> str:
+    """One line per scenario (verdict, time, iterations, cycles and their rate, splats), then the known issues
+    each hit."""
+    lines = [f"{r.scenario:16s} {r.outcome:14s} {r.seconds:6.1f}s  iterations {r.counters.get('iterations', 0):7d}  "
+             f"cycles {r.counters.get('cycles', 0):5d} ({r.cycles_per_s:.2f}/s)  splats {len(r.splats)}  seed {seed}"
+             for r in results]
+    return "\n".join(lines + [f"XFAIL in {r.scenario}: known issue {k}" for r in results for k in r.known])
+
+
+def write_race(run_dir: Path, spec: RaceSpec, results: list[ScenarioResult], kernel: KernelBuild, reproduce: str,
                qemu_cmdlines: list[str]) -> dict:
     failed = next((r for r in results if r.failed), None)
     data = {
         "seed": spec.seed,
         "spec": asdict(spec),
-        "results": [dict(asdict(r), cycles_per_s=round(r.cycles_per_s, 3)) for r in results],
+        "results": [r.to_json() for r in results],
         "failed": failed.scenario if failed else None,
-        # a failing kernel.console result (a report outside every scenario) is reproduced by the whole spec
-        "reproduce": spec.reproducer(profile, failed.scenario if failed and failed.scenario in spec.scenarios
-                                     else None),
-        "kernel": kernel.manifest,
+        "reproduce": reproduce,
+        "kernel": kernel.manifest.to_json(),
         "qemu_cmdlines": qemu_cmdlines,
     }
     (run_dir / "race.json").write_text(json.dumps(data, indent=2) + "\n")

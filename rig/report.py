@@ -9,8 +9,8 @@ from html import escape
 from pathlib import Path
 
 from rig import behaviour_doc
-from rig.errors import RigError
-from rig.model import FAILING, VERDICTS, splat_standing
+from rig.model import FAILING, VERDICTS, BootRecord, CaseResult, RunManifest, RunRecord
+from rig.results import read_run
 EXIT_MEANING = {0: "every case passed", 1: "a case failed or could not run", 2: "harness or configuration error",
                 3: "the guest kernel crashed", 130: "interrupted"}
 
@@ -68,28 +68,6 @@ table.diff{max-width:none}table.diff td.why{font-size:12.5px;color:#57606a}table
 
 
 # ---------------------------------------------------------------- reading
-def load_run(run_dir: Path | str) -> dict:
-    """results.json of a run directory, with `manifest` taken from manifest.json when that exists."""
-    d = Path(run_dir)
-    f = d / "results.json"
-    if not f.is_file():
-        raise RigError(f"{d}: not a run directory (no results.json)")
-    try:
-        data = json.loads(f.read_text())
-    except (OSError, ValueError) as e:
-        raise RigError(f"{f}: unreadable: {e}") from e
-    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
-        raise RigError(f"{f}: no case list; not a results.json written by `rig run`")
-    m = d / "manifest.json"
-    if m.is_file():
-        try:
-            data["manifest"] = json.loads(m.read_text())
-        except ValueError:
-            pass
-    data.setdefault("manifest", {})
-    return data
-
-
 def _guest_kernel(run_dir: Path) -> str:
     """The release the guest booted, from the first lines of the console ("Linux version 6.12.117 ...")."""
     for f in [run_dir / "console.log", *sorted(run_dir.glob("boot-*/console.log"))]:
@@ -130,176 +108,182 @@ def _anchor(case_id: str) -> str:
     return f"case-{case_id}"
 
 
-def _chips(summary: dict, cases: list[dict]) -> str:
+def _chips(summary: dict, cases: list[CaseResult]) -> str:
     """One chip per verdict, each a link: fail and error to their groups at the top of the case table, the
     others to the first case with that verdict."""
     out = []
     for v in VERDICTS:
         if not summary.get(v):
             continue
-        first = next((c.get("id") for c in cases if c.get("verdict") == v), None)
+        first = next((c.id for c in cases if c.verdict == v), None)
         href = f"#{v}" if v in FAILING else (f"#{_anchor(first)}" if first else "")
         tag = f'a href="{_e(href)}"' if href else "span"
         out.append(f'<{tag} class="chip v-{v}">{summary[v]} {v}</{tag.split()[0]}>')
     return "".join(out)
 
 
-def why(c: dict | None, limit: int = 0) -> list[str]:
+def why(c: CaseResult | None, limit: int = 0) -> list[str]:
     """What explains a case's verdict: its reason, its mismatches, its splats' titles (those the reason does
     not already name). Empty for a pass. With a limit, the last line says how many more there are."""
-    if not c or c.get("verdict") == "pass" and not c.get("mismatches"):
+    if not c or c.verdict == "pass" and not c.mismatches:
         return []
-    reason = c.get("reason") or ""
-    lines = ([reason] if reason else []) + list(c.get("mismatches") or [])
-    lines += [f"splat: {s.get('title')}" for s in c.get("splats") or [] if s.get("title") and s["title"] not in reason]
+    lines = ([c.reason] if c.reason else []) + list(c.mismatches)
+    lines += [f"splat: {s.title}" for s in c.splats if s.title and s.title not in c.reason]
     if limit and len(lines) > limit:
         lines = lines[:limit - 1] + [f"... and {len(lines) - limit + 1} more (results.json)"]
     return lines
 
 
-def kernel_facts(m: dict, guest_kernel: str = "") -> list[tuple[str, str]]:
+def kernel_facts(m: RunManifest, guest_kernel: str = "") -> list[tuple[str, str]]:
     """The kernel under test, as a reader names it: release, source, profile (and extra options), patches."""
-    k = m.get("kernel") or {}
-    src = k.get("source") or {}
-    where = src.get("path") or src.get("tarball") or src.get("tree") or ""
+    k, src = m.kernel, m.kernel.source
     source = " ".join(x for x in (
-        src.get("kind", ""), src.get("version", ""),
-        Path(where).name if src.get("kind") in ("tree", "tarball") and where else "",
-        (src.get("git_sha") or "")[:12] + (" (dirty)" if src.get("dirty") else "") if src.get("git_sha") else "") if x)
-    profile = (k.get("profile") or "") + "".join(f" +{o}" for o in k.get("kconfig_add") or [])
-    subjects = list(dict.fromkeys(p.get("subject") or Path(p.get("file", "")).name for p in k.get("patches") or []))
-    patches = ("; ".join(subjects) if subjects else "none") if k else ""
+        src.kind, src.version, Path(src.path).name if src.kind in ("tree", "tarball") and src.path else "",
+        src.git_sha[:12] + (" (dirty)" if src.dirty else "") if src.git_sha else "") if x)
+    profile = k.profile + "".join(f" +{o}" for o in k.kconfig_add)
+    subjects = list(dict.fromkeys(p.subject or Path(p.file).name for p in k.patches))
+    patches = ("; ".join(subjects) if subjects else "none") if k.key else ""
     facts = [("Linux", guest_kernel), ("source", source), ("profile", profile), ("patches", patches)]
     return [(a, b) for a, b in facts if b]
 
 
-def kernel_line(m: dict, guest_kernel: str = "") -> str:
+def kernel_line(m: RunManifest, guest_kernel: str = "") -> str:
     facts = kernel_facts(m, guest_kernel)
     return " | ".join(f"{a} {b}" for a, b in facts) if facts else "kernel unknown (no manifest)"
 
 
 # ---------------------------------------------------------------- report sections
-def _manifest_html(m: dict, boots: list[dict], guest_kernel: str) -> str:
-    k = m.get("kernel") or {}
-    src = k.get("source") or {}
-    src_text = ": ".join(_e(src.get(x)) for x in ("kind", "id") if src.get(x))
-    src_path = src.get("path") or src.get("tarball") or src.get("tree") or ""
+def _manifest_html(m: RunManifest, boots: list[BootRecord], guest_kernel: str) -> str:
+    k, src, img = m.kernel, m.kernel.source, m.image
+    src_text = ": ".join(_e(x) for x in (src.kind, src.id) if x)
     version = " / ".join(_e(v) for v in (guest_kernel and f"guest kernel {guest_kernel}",
-                                         src.get("version") and f"source {src['version']}") if v)
-    patches = "".join(f"<li>{_e(p.get('subject') or p.get('file'))} <span class='mono muted'>"
-                      f"{_e((p.get('sha256') or '')[:16])}</span></li>" for p in k.get("patches") or [])
-    frags = ", ".join(_e(f.get("name")) for f in k.get("fragments") or [])
-    img = m.get("image") or {}
+                                         src.version and f"source {src.version}") if v)
+    patches = "".join(f"<li>{_e(p.subject or p.file)} <span class='mono muted'>{_e(p.sha256[:16])}</span></li>"
+                      for p in k.patches)
+    frags = ", ".join(_e(f.name) for f in k.fragments)
     pkgs = f'<br><span class="muted">{_e(", ".join(img["packages"]))}</span>' if img.get("packages") else ""
-    host = m.get("host") or {}
-    accel = m.get("accel") or ", ".join(sorted({b.get("accel", "") for b in boots} - {""}))
+    accel = m.accel or ", ".join(sorted({b.accel for b in boots} - {""}))
     qemu = "".join(
-        f"<details><summary>boot {_e(b.get('boot'))} &middot; topology {_e(b.get('topology'))} &middot; "
-        f"{_e(b.get('accel'))}" + (f" &middot; ready in {b['ready_s']:.1f} s" if b.get("ready_s") else "")
-        + (f" &middot; ended: {_e(b.get('ended_by'))}" if b.get("ended_by") else "")
-        + f"</summary>{_pre(b.get('qemu_cmdline', ''))}</details>" for b in boots)
-    command = m.get("command")
+        f"<details><summary>boot {_e(b.boot)} &middot; topology {_e(b.topology)} &middot; {_e(b.accel)}"
+        + (f" &middot; ready in {b.ready_s:.1f} s" if b.ready_s else "")
+        + (f" &middot; ended: {_e(b.ended_by)}" if b.ended_by else "")
+        + f"</summary>{_pre(b.qemu_cmdline)}</details>" for b in boots)
+    mono = lambda text: f'<span class="mono">{_e(text)}</span>' if text else ""  # noqa: E731
     rows = [
-        ("kernel source", src_text + (f' <span class="mono muted">{_e(src_path)}</span>' if src_path else "")),
+        ("run id", mono(m.run_id)),
+        ("kernel source", src_text + (f' <span class="mono muted">{_e(src.path)}</span>' if src.path else "")),
         ("kernel version", version),
-        ("profile", _e(k.get("profile")) + (f" ({frags})" if frags else "")),
-        ("extra options", _e(" ".join(k.get("kconfig_add") or []))),
-        ("patches", f"<ol>{patches}</ol>" if patches else ('<span class="muted">none</span>' if k else "")),
-        (".config sha256", f'<span class="mono">{_e(k.get("config_sha256"))}</span>' if k.get("config_sha256") else ""),
-        ("compiler", _e(k.get("compiler"))),
-        ("reproduce kernel", f'<span class="mono">{_e(k.get("reproduce"))}</span>' if k.get("reproduce") else ""),
+        ("profile", _e(k.profile) + (f" ({frags})" if frags else "")),
+        ("extra options", _e(" ".join(k.kconfig_add))),
+        ("patches", f"<ol>{patches}</ol>" if patches else ('<span class="muted">none</span>' if k.key else "")),
+        (".config sha256", mono(k.config_sha256)),
+        ("compiler", _e(k.compiler)),
+        ("reproduce kernel", mono(k.reproduce)),
         ("image", _e(" ".join(str(x) for x in (img.get("suite"), img.get("size_mb") and f"{img['size_mb']} MiB",
                                                img.get("key") and f"key {img['key']}") if x))
          + pkgs),
         ("accelerator", _e(accel)),
-        ("semantics", _e(m.get("semantics"))),
-        ("host", _e(", ".join(f"{a}: {b}" for a, b in host.items()))),
-        ("started", _e(m.get("started"))),
-        ("ended", _e(m.get("ended"))),
-        ("command", f'<span class="mono">{_e(" ".join(command) if isinstance(command, list) else command)}</span>'
-         if command else ""),
-        ("reproduce run", f'<span class="mono">{_e(m.get("reproduce"))}</span>' if m.get("reproduce") else ""),
+        ("semantics", _e(m.semantics)),
+        ("host", _e(", ".join(f"{a}: {b}" for a, b in m.host.items()))),
+        ("started", _e(m.started)),
+        ("ended", _e(m.ended)),
+        ("command", mono(" ".join(m.command))),
+        ("reproduce run", mono(m.reproduce)),
         ("QEMU command line", qemu),
     ]
     return "<h2>Manifest</h2>" + _kv(rows)
 
 
+def _doc_anchor(number: str) -> str:
+    return "doc-" + number.replace(".", "-")
+
+
 def _doc_sections(section: str) -> str:
-    """Each of the case's sections as 'docs/behaviour.md § N' with its title and repository-relative anchor;
-    a file:// link to this checkout's copy when there is one (a run directory has no path to the repository)."""
+    """Each of the case's sections as 'docs/behaviour.md § N' with its title, a link to the section's text
+    further down this page (the report stands alone: a CI artifact has no repository beside it) and the
+    section's path in the repository."""
     out, doc = [], behaviour_doc.sections()
     for n in behaviour_doc.section_numbers(section):
         s = doc.get(n)
         text = f"{behaviour_doc.DOC_REL} &sect; {_e(n)}"
-        if s and behaviour_doc.BEHAVIOUR_DOC.is_file():
-            text = f'<a href="{_e(behaviour_doc.BEHAVIOUR_DOC.as_uri())}#{_e(s.anchor)}">{text}</a>'
         if s:
-            text += f' {_e(s.title[len(n):].strip())} <span class="mono muted">{_e(behaviour_doc.link(n))}</span>'
+            text = (f'<a href="#{_e(_doc_anchor(n))}">{text}</a> {_e(s.title[len(n):].strip())} '
+                    f'<span class="mono muted">{_e(behaviour_doc.link(n))}</span>')
         out.append(f"<div>{text}</div>")
     return "".join(out)
 
 
-def _case_row(c: dict, boots: dict) -> str:
-    v = c.get("verdict", "")
-    boot = c.get("boot")
-    topo = (boots.get(boot) or {}).get("topology")
-    mm = "".join(f"<li>{_e(x)}</li>" for x in c.get("mismatches") or [])
-    splats = "".join(f"<li>{_e(s.get('title'))}</li>" for s in c.get("splats") or [])
+def _cited_sections_html(cases: list[CaseResult]) -> str:
+    """The text of every docs/behaviour.md section the cases cite, once, in section order."""
+    doc = behaviour_doc.sections()
+    cited = dict.fromkeys(n for c in cases for n in behaviour_doc.section_numbers(c.section) if n in doc)
+    if not cited:
+        return ""
+    order = [n for n in doc if n in cited]
+    items = "".join(f'<details class="doc" id="{_e(_doc_anchor(n))}"><summary><b>&sect; {_e(doc[n].title)}</b>'
+                    f'</summary>{_pre(doc[n].body.strip())}</details>' for n in order)
+    return f"<h2>Behaviour sections cited ({len(order)}, from {behaviour_doc.DOC_REL})</h2>{items}"
+
+
+def _case_row(c: CaseResult, boots: dict[int, BootRecord]) -> str:
+    v = c.verdict.value
+    topo = boots[c.boot].topology if c.boot in boots else ""
+    mm = "".join(f"<li>{_e(x)}</li>" for x in c.mismatches)
+    splats = "".join(f"<li>{_e(s.title)}{_e(s.standing_note)}</li>" for s in c.splats)
     body = [
-        ("expected", _json(c.get("expected"))),
-        ("observed", _json(c.get("observed"))),
+        ("expected", _json(c.expected)),
+        ("observed", _json(c.observed)),
         ("mismatches", f'<ul class="mm">{mm}</ul>' if mm else ""),
-        ("reason", _e(c.get("reason"))),
-        ("known issue", _e(c.get("known_issue"))),
+        ("reason", _e(c.reason)),
+        ("known issue", _e(c.known_issue)),
         ("splats", f'<ul class="mm">{splats}</ul>' if splats else ""),
-        ("dmesg during the case", _pre(c["dmesg"]) if c.get("dmesg") else '<span class="muted">empty</span>'),
-        ("doc section", _doc_sections(c["section"]) if c.get("section") else ""),
-        ("boot", f"{_e(boot)}" + (f" (topology {_e(topo)})" if topo else "")),
+        ("dmesg during the case", _pre(c.dmesg) if c.dmesg else '<span class="muted">empty</span>'),
+        ("doc section", _doc_sections(c.section) if c.section else ""),
+        ("boot", f"{_e(c.boot)}" + (f" (topology {_e(topo)})" if topo else "")),
     ]
     inner = "".join(f"<h4>{_e(h)}</h4><div>{b}</div>" for h, b in body if b)
-    return (f'<tr class="case v-{_e(v)}" id="{_e(_anchor(c.get("id")))}" data-case="{_e(c.get("id"))}">'
+    return (f'<tr class="case v-{_e(v)}" id="{_e(_anchor(c.id))}" data-case="{_e(c.id)}">'
             f'<td class="verdict">{_e(v)}</td>'
-            f'<td><details{" open" if v in ("fail", "error") else ""}><summary><code>{_e(c.get("id"))}</code>'
-            f'<span class="desc">{_e(c.get("description"))}</span></summary><div class="body">{inner}</div>'
+            f'<td><details{" open" if v in ("fail", "error") else ""}><summary><code>{_e(c.id)}</code>'
+            f'<span class="desc">{_e(c.description)}</span></summary><div class="body">{inner}</div>'
             f'</details></td>'
-            f'<td class="num">{_e(c.get("section"))}</td><td class="num">{float(c.get("duration_s") or 0):.3f} s</td>'
-            f'<td class="num">{_e(boot)}</td></tr>')
+            f'<td class="num">{_e(c.section)}</td><td class="num">{c.duration_s:.3f} s</td>'
+            f'<td class="num">{_e(c.boot)}</td></tr>')
 
 
 GROUP_TITLE = {"fail": "Failed", "error": "Errors (the case could not run or the guest was lost)"}
 
 
-def case_order(cases: list[dict]) -> list[dict]:
+def case_order(cases: list[CaseResult]) -> list[CaseResult]:
     """The order of the report's case table: failures, then errors, then the rest by area in run order."""
-    return [c for v in FAILING for c in cases if c.get("verdict") == v] + [
-        c for c in cases if c.get("verdict") not in FAILING]
+    return [c for v in FAILING for c in cases if c.verdict == v] + [c for c in cases if c.verdict not in FAILING]
 
 
-def _failures_html(cases: list[dict]) -> str:
+def _failures_html(cases: list[CaseResult]) -> str:
     """Right under the counts: every failure and error, what explains it, a link to its row."""
-    bad = [c for c in case_order(cases) if c.get("verdict") in FAILING]
+    bad = [c for c in case_order(cases) if c.verdict in FAILING]
     if not bad:
         return ""
     items = "".join(
-        f'<li><a href="#{_e(_anchor(c.get("id")))}"><code>{_e(c.get("id"))}</code></a> '
-        f'<b class="v-{_e(c.get("verdict"))}" style="color:var(--fg)">{_e(str(c.get("verdict")).upper())}</b> '
+        f'<li><a href="#{_e(_anchor(c.id))}"><code>{_e(c.id)}</code></a> '
+        f'<b class="v-{_e(c.verdict.value)}" style="color:var(--fg)">{_e(c.verdict.upper())}</b> '
         f'<span class="why">{_e("; ".join(why(c, 3)))}</span></li>' for c in bad)
     return f'<ul class="first">{items}</ul>'
 
 
-def _cases_html(cases: list[dict], boots: list[dict]) -> str:
-    by_boot = {b.get("boot"): b for b in boots}
-    groups: list[tuple[str, str, str, list[dict]]] = []  # (tbody id, row class, title html, cases)
+def _cases_html(cases: list[CaseResult], boots: list[BootRecord]) -> str:
+    by_boot = {b.boot: b for b in boots}
+    groups: list[tuple[str, str, str, list[CaseResult]]] = []  # (tbody id, row class, title html, cases)
     for v in FAILING:
-        cs = [c for c in cases if c.get("verdict") == v]
+        cs = [c for c in cases if c.verdict == v]
         if cs:
             groups.append((v, f"area group v-{v}", _e(f"{GROUP_TITLE[v]} ({len(cs)})"), cs))
-    areas: dict[str, list[dict]] = {}
+    areas: dict[str, list[CaseResult]] = {}
     for c in cases:
-        if c.get("verdict") not in FAILING:
-            areas.setdefault(c.get("area") or str(c.get("id", "")).split(".")[0], []).append(c)
+        if c.verdict not in FAILING:
+            areas.setdefault(c.area or c.id.split(".")[0], []).append(c)
     for area, cs in areas.items():
-        n = Counter(c.get("verdict") for c in cs)
+        n = Counter(c.verdict.value for c in cs)
         counts = ", ".join(f"{n[v]} {v}" for v in VERDICTS if n[v])
         groups.append((f"area-{area}", "area", f'{_e(area)}<span class="n">{_e(counts)}</span>', cs))
     bodies = "".join(
@@ -310,69 +294,69 @@ def _cases_html(cases: list[dict], boots: list[dict]) -> str:
             f'<th class="num time">time</th><th class="num">boot</th></tr></thead>{bodies}</table>')
 
 
-def _splats_html(data: dict) -> str:
+def _splats_html(run: RunRecord) -> str:
     seen, items = set(), []
-    owner = {(c.get("boot"), s.get("line")): c.get("id") for c in data["cases"] for s in c.get("splats") or []}
-    for s in data.get("splats") or []:
-        seen.add((s.get("boot"), s.get("line")))
-        items.append((s, s.get("boot"), owner.get((s.get("boot"), s.get("line")))))
-    for c in data["cases"]:
-        for s in c.get("splats") or []:
-            if (c.get("boot"), s.get("line")) not in seen:
-                items.append((s, c.get("boot"), c.get("id")))
+    owner = {(c.boot, s.line): c.id for c in run.cases for s in c.splats}
+    for s in run.splats:
+        seen.add((s.boot, s.line))
+        items.append((s, s.boot, owner.get((s.boot, s.line))))
+    for c in run.cases:
+        for s in c.splats:
+            if (c.boot, s.line) not in seen:
+                items.append((s, c.boot, c.id))
     if not items:
         return '<h2>Kernel splats</h2><p class="muted">None: no WARNING, BUG, Oops, KASAN, hung task or panic.</p>'
     out = [f"<h2>Kernel splats ({len(items)})</h2>"]
     for s, boot, cid in items:
         where = f"boot {_e(boot)}" + (f", during <code>{_e(cid)}</code>" if cid else ", outside any case")
-        if s.get("decoded"):
+        if s.decoded:
             trace = (f'<div class="muted">decoded by the tree&#39;s scripts/decode_stacktrace.sh against vmlinux'
-                     f'{": " + _e(s["decoded_note"]) if s.get("decoded_note") else ""}</div>{_pre(s["decoded"])}')
+                     f'{": " + _e(s.decoded_note) if s.decoded_note else ""}</div>{_pre(s.decoded)}')
         else:
-            trace = _pre(s.get("text", ""))
-        standing = splat_standing(s.get("allowed", False), s.get("known_issue", ""))
-        out.append(f'<div class="splat"><h3>{_e(s.get("title"))}</h3><div class="muted">{_e(s.get("kind"))}'
-                   f'{" (fatal)" if s.get("fatal") else ""}{_e(standing)} &middot; {where}</div>{trace}</div>')
+            trace = _pre(s.text)
+        out.append(f'<div class="splat"><h3>{_e(s.title)}</h3><div class="muted">{_e(s.kind)}'
+                   f'{" (fatal)" if s.fatal else ""}{_e(s.standing_note)} &middot; {where}</div>{trace}</div>')
     return "".join(out)
 
 
-def _durations_html(cases: list[dict]) -> str:
+def _durations_html(cases: list[CaseResult]) -> str:
     if not cases:
         return ""
-    longest = max(float(c.get("duration_s") or 0) for c in cases) or 1.0
-    total = sum(float(c.get("duration_s") or 0) for c in cases)
+    longest = max(c.duration_s for c in cases) or 1.0
+    total = sum(c.duration_s for c in cases)
     bars = []
-    for c in sorted(cases, key=lambda c: -float(c.get("duration_s") or 0)):
-        d = float(c.get("duration_s") or 0)
-        bars.append(f'<div class="bar v-{_e(c.get("verdict"))}"><span class="lbl mono" title="{_e(c.get("id"))}">'
-                    f'{_e(c.get("id"))}</span><span class="track"><span class="fill" style="display:block;'
-                    f'width:{100 * d / longest:.1f}%"></span></span><span class="val">{d:.3f} s</span></div>')
+    for c in sorted(cases, key=lambda c: -c.duration_s):
+        bars.append(f'<div class="bar v-{_e(c.verdict.value)}"><span class="lbl mono" title="{_e(c.id)}">'
+                    f'{_e(c.id)}</span><span class="track"><span class="fill" style="display:block;'
+                    f'width:{100 * c.duration_s / longest:.1f}%"></span></span><span class="val">'
+                    f'{c.duration_s:.3f} s</span></div>')
     return (f'<h2>Durations <span class="muted" style="font-weight:400">(total {total:.2f} s, longest first)'
             f'</span></h2><div class="bars">{"".join(bars)}</div>')
 
 
 def render_report(run_dir: Path | str) -> str:
     d = Path(run_dir)
-    data = load_run(d)
-    cases, boots, m = data["cases"], data.get("boots") or [], data["manifest"]
-    summary = data.get("summary") or dict(Counter(c.get("verdict") for c in cases))
-    code = data.get("exit_code")
+    run = read_run(d)
+    cases, boots, m = run.cases, run.boots, run.manifest
+    summary = run.summary or dict(Counter(c.verdict.value for c in cases))
+    code = run.exit_code
     exit_html = (f'<span class="exit {"ok" if code == 0 else "bad"}">exit code {_e(code)}: '
-                 f'{_e(EXIT_MEANING.get(code, "unknown"))}</span>' if code is not None else "")
+                 f'{_e(EXIT_MEANING.get(code, "unknown"))}</span>')
     guest = _guest_kernel(d)
     facts = dict(kernel_facts(m, guest))
+    run_id = m.run_id or d.resolve().name  # a run of an older rig has no id: its directory's name
     title = ", ".join(x for x in (f"Linux {facts['Linux']}" if facts.get("Linux") else facts.get("source", ""),
-                                 facts.get("profile") and f"profile {facts['profile']}") if x) or d.resolve().name
+                                 facts.get("profile") and f"profile {facts['profile']}") if x) or run_id
     kernel = " &middot; ".join(f"{_e(a)} <b>{_e(b)}</b>" for a, b in kernel_facts(m, guest) if a != "Linux")
     header = (f"<h1>p2pdma-rig: {_e(title)}</h1>"
               + (f'<p class="kernel">{kernel}</p>' if kernel else "")
-              + f'<p class="sub">run <code>{_e(d.resolve().name)}</code> &middot; {len(cases)} cases &middot; '
+              + f'<p class="sub">run <code>{_e(run_id)}</code> &middot; {len(cases)} cases &middot; '
               f'{len(boots)} boot(s)'
-              + (f" &middot; {_e(m['started'])} &ndash; {_e(m.get('ended', ''))}" if m.get("started") else "")
+              + (f" &middot; {_e(m.started)} &ndash; {_e(m.ended)}" if m.started else "")
               + f'</p><div class="chips">{_chips(summary, cases)}{exit_html}</div>' + _failures_html(cases))
-    body = (header + _cases_html(cases, boots) + _splats_html(data) + _durations_html(cases)
-            + _manifest_html(m, boots, guest))
-    return _page(f"p2pdma-rig {title} ({d.resolve().name})", body)
+    body = (header + _cases_html(cases, boots) + _splats_html(run) + _durations_html(cases)
+            + _manifest_html(m, boots, guest) + _cited_sections_html(cases))
+    return _page(f"p2pdma-rig {title} ({run_id})", body)
 
 
 def write_report(run_dir: Path | str) -> Path:
@@ -387,12 +371,12 @@ def diff_runs(run_a: Path | str, run_b: Path | str) -> list[dict]:
     """Cases whose verdict differs between two runs, in run A's order then run B's; a case present in one run
     only counts as changed, with verdict "-" on the other side. Each change carries what explains each side's
     verdict (`why_a`, `why_b`: reason, mismatches, splats; empty for a pass or an absent case)."""
-    ca = {c["id"]: c for c in load_run(run_a)["cases"]}
-    cb = {c["id"]: c for c in load_run(run_b)["cases"]}
+    ca = {c.id: c for c in read_run(run_a).cases}
+    cb = {c.id: c for c in read_run(run_b).cases}
     out = []
     for i in list(ca) + [i for i in cb if i not in ca]:
         a, b = ca.get(i), cb.get(i)
-        va, vb = (a or {}).get("verdict", "-"), (b or {}).get("verdict", "-")
+        va, vb = (a.verdict.value if a else "-"), (b.verdict.value if b else "-")
         if va != vb:
             out.append({"id": i, "verdict_a": va, "verdict_b": vb, "why_a": why(a), "why_b": why(b)})
     return out
@@ -400,11 +384,11 @@ def diff_runs(run_a: Path | str, run_b: Path | str) -> list[dict]:
 
 def _run_facts(run: Path | str) -> tuple[str, str]:
     """(the run's counts line, its kernel line)."""
-    data = load_run(run)
-    s = data.get("summary") or {}
+    record = read_run(run)
+    s = record.summary
     counts = " ".join(f"{v}:{s[v]}" for v in VERDICTS if s.get(v))
-    return (f"{run}  ({len(data['cases'])} cases, {counts}, exit {data.get('exit_code')})",
-            kernel_line(data["manifest"], _guest_kernel(Path(run))))
+    return (f"{run}  ({len(record.cases)} cases, {counts}, exit {record.exit_code})",
+            kernel_line(record.manifest, _guest_kernel(Path(run))))
 
 
 WHY_LINES = 4  # per side and change in the text table; results.json has them all

@@ -6,19 +6,19 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter, OrderedDict
-from dataclasses import asdict
 from pathlib import Path
 
-from rig.errors import EXIT_CASE_FAILED, EXIT_GUEST_CRASH, EXIT_OK
-from rig.model import FAILING, VERDICTS, BootRecord, CaseResult
+from rig.errors import EXIT_CASE_FAILED, EXIT_GUEST_CRASH, EXIT_OK, RigError
+from rig.model import FAILING, VERDICTS, BootRecord, CaseResult, RunManifest, RunRecord
+from rig.records import from_json, to_json as record_json
 
 
 def exit_code(results: list[CaseResult], boots: list[BootRecord]) -> int:
     """3 when the guest kernel crashed (Oops, BUG, KASAN, panic) anywhere, in a case or outside every case
     (each boot's kernel.console result holds the latter), unless a case allows it or it is the report of a
     case's known issue; 1 when a case failed; else 0."""
-    crashed = any(s.crash and not s.standing for r in results for s in r.splats) or any(
-        s.crash and not s.standing for b in boots for s in b.splats)
+    crashed = any(s.crash and s.counts for r in results for s in r.splats) or any(
+        s.crash and s.counts for b in boots for s in b.splats)
     if crashed:
         return EXIT_GUEST_CRASH
     if any(r.verdict in FAILING for r in results):
@@ -30,19 +30,31 @@ def counts(results: list[CaseResult]) -> Counter:
     return Counter(r.verdict for r in results)
 
 
-def to_json(results: list[CaseResult], boots: list[BootRecord], manifest: dict) -> dict:
-    return {
-        "summary": dict(counts(results)),
-        "exit_code": exit_code(results, boots),
-        "cases": [asdict(r) for r in results],
-        "splats": [asdict(s) for b in boots for s in b.splats],
-        "boots": [
-            {"boot": b.boot, "topology": b.topology, "ready_s": b.ready_s, "accel": b.accel, "ended_by": b.ended_by,
-             "qemu_cmdline": b.qemu_cmdline, "dir": str(b.workdir)}
-            for b in boots
-        ],
-        "manifest": manifest,
-    }
+def run_record(results: list[CaseResult], boots: list[BootRecord], manifest: RunManifest) -> RunRecord:
+    return RunRecord(dict(counts(results)), exit_code(results, boots), list(results), list(boots), manifest)
+
+
+def read_run(run_dir: Path | str) -> RunRecord:
+    """A run directory's results.json in the types it was written from (manifest.json's copy of the manifest
+    wins, as the file a user may read and fix by hand); RigError when it is not a run directory."""
+    d = Path(run_dir)
+    f = d / "results.json"
+    if not f.is_file():
+        raise RigError(f"{d}: not a run directory (no results.json)")
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise RigError(f"{f}: unreadable: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        raise RigError(f"{f}: no case list; not a results.json written by `rig run`")
+    record = RunRecord.from_json(data, str(f))
+    m = d / "manifest.json"
+    if m.is_file():
+        try:
+            record.manifest = from_json(RunManifest, json.loads(m.read_text()), str(m))
+        except ValueError:
+            pass
+    return record
 
 
 def _ktap_text(text: str) -> str:
@@ -89,46 +101,44 @@ def to_ktap(results: list[CaseResult]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _wall_seconds(manifest: dict) -> float | None:
+def _wall_seconds(manifest: RunManifest) -> float | None:
     import datetime
 
     try:
         fmt = "%Y-%m-%dT%H:%M:%SZ"
-        return (datetime.datetime.strptime(manifest["ended"], fmt)
-                - datetime.datetime.strptime(manifest["started"], fmt)).total_seconds()
-    except (KeyError, TypeError, ValueError):
+        return (datetime.datetime.strptime(manifest.ended, fmt)
+                - datetime.datetime.strptime(manifest.started, fmt)).total_seconds()
+    except ValueError:
         return None
 
 
-def junit_properties(manifest: dict) -> dict[str, str]:
+def junit_properties(manifest: RunManifest) -> dict[str, str]:
     """The manifest's key facts, as a CI shows them beside the cases."""
-    kernel = manifest.get("kernel") or {}
-    source = kernel.get("source") or {}
+    kernel = manifest.kernel
     props = {
-        "kernel.source": source.get("id") or source.get("spec") or "",
-        "kernel.profile": kernel.get("profile", ""),
-        "kernel.key": kernel.get("key", ""),
-        "kernel.config_sha256": kernel.get("config_sha256", ""),
-        "kernel.patches": " ".join(p.get("subject", "") for p in kernel.get("patches") or []),
-        "semantics": manifest.get("semantics") or "",
-        "shuffle_seed": "" if manifest.get("shuffle_seed") is None else str(manifest["shuffle_seed"]),
-        "accel": manifest.get("accel") or "",
-        "qemu": (manifest.get("host") or {}).get("qemu", ""),
-        "reproduce": manifest.get("reproduce", ""),
+        "kernel.source": kernel.source.id,
+        "kernel.profile": kernel.profile,
+        "kernel.key": kernel.key,
+        "kernel.config_sha256": kernel.config_sha256,
+        "kernel.patches": " ".join(kernel.patch_subjects),
+        "semantics": manifest.semantics,
+        "shuffle_seed": "" if manifest.shuffle_seed is None else str(manifest.shuffle_seed),
+        "accel": manifest.accel or "",
+        "qemu": manifest.host.get("qemu", ""),
+        "reproduce": manifest.reproduce,
     }
     return {k: v for k, v in props.items() if v}
 
 
-def suite_name(manifest: dict) -> str:
+def suite_name(manifest: RunManifest) -> str:
     """One name per kernel and profile, so that the suites of a matrix's cells do not collide in a CI."""
-    kernel = manifest.get("kernel") or {}
-    source = (kernel.get("source") or {}).get("id", "")
-    parts = [p for p in (source, kernel.get("profile", ""), "patched" if kernel.get("patches") else "") if p]
+    kernel = manifest.kernel
+    parts = [p for p in (kernel.source.id, kernel.profile, "patched" if kernel.patches else "") if p]
     return "p2pdma-rig" + (f" {' '.join(parts)}" if parts else "")
 
 
-def to_junit(results: list[CaseResult], manifest: dict | None = None) -> str:
-    manifest = manifest or {}
+def to_junit(results: list[CaseResult], manifest: RunManifest | None = None) -> str:
+    manifest = manifest or RunManifest()
     wall = _wall_seconds(manifest)
     suite = ET.Element("testsuite", name=suite_name(manifest), tests=str(len(results)),
                        failures=str(sum(r.verdict == "fail" for r in results)),
@@ -159,7 +169,9 @@ def to_junit(results: list[CaseResult], manifest: dict | None = None) -> str:
     return re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "\ufffd", xml)
 
 
-def summary_table(results: list[CaseResult]) -> str:
+def summary_table(results: list[CaseResult], boots: list[BootRecord] = ()) -> str:
+    """Verdicts per area, then each case that did not pass with why, the known issues and version-keyed
+    expectations that applied, and every kernel report of the boots with its standing."""
     areas: OrderedDict[str, Counter] = OrderedDict()
     for r in results:
         areas.setdefault(r.area, Counter())[r.verdict] += 1
@@ -180,15 +192,17 @@ def summary_table(results: list[CaseResult]) -> str:
     for r in results:
         if r.verdict == "xfail" or (r.verdict == "pass" and r.reason):
             lines.append(f"  {r.verdict.upper():5s} {r.id}: {r.reason.split(']: ', 1)[0] + ']' if r.verdict == 'xfail' and ']: ' in r.reason else r.reason}"[:240])
+    lines += [f"  SPLAT (boot {b.boot}, {'in ' + s.owner if s.owner else 'outside every case'}){s.standing_note}: {s.title}"
+              for b in boots for s in b.splats]
     return "\n".join(lines)
 
 
-def write_run(run_dir: Path, results: list[CaseResult], boots: list[BootRecord], manifest: dict) -> dict:
-    data = to_json(results, boots, manifest)
-    (run_dir / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+def write_run(run_dir: Path, results: list[CaseResult], boots: list[BootRecord], manifest: RunManifest) -> RunRecord:
+    record = run_record(results, boots, manifest)
+    (run_dir / "results.json").write_text(json.dumps(record.to_json(), indent=2) + "\n")
     (run_dir / "ktap.txt").write_text(to_ktap(results))
     (run_dir / "junit.xml").write_text(to_junit(results, manifest))
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (run_dir / "manifest.json").write_text(json.dumps(record_json(manifest), indent=2) + "\n")
     # run-level copies of the last boot's console and dmesg, and every boot's QEMU command line
     if boots:
         last = boots[-1].workdir
@@ -196,7 +210,7 @@ def write_run(run_dir: Path, results: list[CaseResult], boots: list[BootRecord],
             if (last / name).exists():
                 (run_dir / name).write_text((last / name).read_text(errors="replace"))
         (run_dir / "qemu-cmdline.txt").write_text("".join(f"# boot {b.boot}\n{b.qemu_cmdline}\n" for b in boots))
-    return data
+    return record
 
 
 def series_table(steps: list[dict]) -> str:

@@ -11,20 +11,14 @@ import time
 from rig import probes as probesmod
 from rig.config import RigConfig
 from rig.errors import ConfigError, GuestError
-from rig.expectations import Expectation, MessageRules, judge, load_message_rules
+from rig.expectations import Expectation, MessageRules, load_message_rules
 from rig.image import GuestImage, SshKey
+from rig.judge import CaseEvidence, judge_case, judge_console
 from rig.kernel import KernelBuild
 from rig.model import BootRecord, CaseResult, Verdict
 from rig.progress import Progress
 from rig.session import VMSession
 from rig.vm import RunningVM
-
-CONSOLE_AREA = "kernel"
-
-
-def console_case_id(boot: int) -> str:
-    return f"{CONSOLE_AREA}.console.boot-{boot}"
-
 
 def run_order(case_ids: list[str], expectations: dict[str, Expectation], shuffle_seed: int | None) -> list[str]:
     """Cases grouped by the machine they need (one boot per topology, in first-use order); with a seed, the
@@ -143,56 +137,27 @@ class Suite:
         vm.console.wait_for(f"p2pdma-rig: end {case_id}", 3.0 if not guest_lost else 1.0,
                             stop_if=lambda: not vm.alive())
         found, dmesg = self.session.slice_splats(case_id)
-        splats = [self.session.record(s, boot, owner=case_id, allowed=exp.allows(s.title)) for s in found]
-
-        problems = [run.problem] if run.problem else []
-        lost = bool(guest_lost) or not vm.alive()
-        if lost:
-            problems.append(f"the guest stopped answering during the case ({guest_lost or 'QEMU exited'})")
-        failing = [s for s in splats if not s.allowed]
-        if failing:
-            problems.append("kernel splat: " + "; ".join(s.title for s in failing))
-        # the kernel complaining (warning level or worse) about something the case does not declare; the lines
-        # of a splat are judged as that splat
-        complaints = [m for m in self.message_rules.unexpected(exp.unexpected_messages(run.kernel_warnings), True)
-                      if not any(m in s.text for s in splats)]
         self._outside_messages.setdefault(boot, []).extend(run.kernel_warnings_before)
-        if complaints:
-            problems.append("unexpected kernel message(s) at warning level or worse: "
-                            + "; ".join(repr(m[:160]) for m in complaints[:5]))
-        # a case must leave the machine as it found it (provider bound, pool whole, nothing mounted); the host
-        # action cases change the machine on purpose and always end their VM
-        if run.state_changes and not exp.host_action and not self._known_change(exp, run):
-            problems.append("the case left the machine changed: " + "; ".join(run.state_changes))
-        judgement = judge(exp, run.result, "; ".join(problems), dmesg, tuple(s.title for s in failing))
-        if judgement.verdict == Verdict.XFAIL and failing:  # only a known issue's `splats` make that an XFAIL
-            for s in failing:
-                s.known_issue = exp.known_issue.id
+        evidence = CaseEvidence(run.result, run.problem, guest_lost or ("" if vm.alive() else "QEMU exited"),
+                                [self.session.record(s, boot, owner=case_id) for s in found], dmesg,
+                                list(run.kernel_warnings), list(run.state_changes), bool(exp.host_action))
+        judgement = judge_case(exp, evidence, self.message_rules)
         result = CaseResult(
             id=case_id, area=exp.area, description=self.probe_set.cases.get(case_id, ""), section=exp.section,
-            verdict=judgement.verdict, expected=judgement.expected,
-            observed=(run.result or {}).get("obs") if run.result else None,
+            verdict=judgement.verdict, expected=judgement.expected, observed=evidence.observed,
             mismatches=judgement.mismatches, reason=judgement.reason, duration_s=round(run.duration_s, 3),
-            boot=boot, dmesg=dmesg, splats=splats, known_issue=exp.known_issue.id if exp.known_issue else None,
+            boot=boot, dmesg=dmesg, splats=evidence.splats,
+            known_issue=exp.known_issue.id if exp.known_issue else None,
         )
         self.results.append(result)
-        if lost or any(s.crash for s in failing):
-            # the kernel is not to be trusted any more: next case gets a fresh VM
-            self.session.retire(f"after {case_id}: {'; '.join(problems)}")
+        if evidence.guest_lost or any(s.crash and not s.allowed for s in evidence.splats):
+            # the kernel is not to be trusted any more (a known bug's crash included): next case gets a fresh VM
+            self.session.retire(f"after {case_id}: {judgement.reason}")
         elif run.state_changes and not exp.host_action:
             self.session.retire(f"after {case_id}: it left the machine changed, the next case gets a fresh one")
         elif exp.host_action:
             self.session.retire(f"after {case_id}: the host changed the machine ({exp.host_action})")
         return result
-
-    @staticmethod
-    def _known_change(exp: Expectation, run) -> bool:
-        """The change is the case's known bug at work (a leak that shows in `available`): the observation has
-        the issue's signature and every changed item is one the issue names. The VM is retired all the same."""
-        issue = exp.known_issue
-        if issue is None or not issue.changes_machine or not run.result or not run.result.get("obs"):
-            return False
-        return issue.shown_by(run.result["obs"]) and all(issue.changes_machine in c for c in run.state_changes)
 
     def _host_action(self, vm: RunningVM, case_id: str, action: str) -> None:
         """Wait for the probe's ready marker, then act on the machine through QMP."""
@@ -203,42 +168,11 @@ class Suite:
         vm.qmp(verb, id=target)
 
     def _judge_console(self, rec: BootRecord) -> None:
-        """The boot's own result: every report of its console that no case has already been judged on (at boot,
-        between cases, after the last one, a dead VM's last words, or a case's report that came late)."""
-        judged = {s.line: s for r in self.results if r.boot == rec.boot for s in r.splats}
-        for s in rec.splats:  # the boot's record of a report keeps its case's standing
-            if s.line in judged:
-                s.allowed, s.known_issue = judged[s.line].allowed, judged[s.line].known_issue
-        stray = rec.unjudged(set(judged))
-        for s in stray:
-            if s.owner:
-                exp = self.expectations.get(s.owner)
-                s.allowed = bool(exp and exp.allows(s.title))
-                # a late report of the case's known bug (its verdict, XFAIL, already says so)
-                owner_issue = exp.known_issue if exp else None
-                verdict = next((r.verdict for r in self.results if r.id == s.owner and r.boot == rec.boot), None)
-                if owner_issue and verdict == Verdict.XFAIL and owner_issue.explains(s.title):
-                    s.known_issue = owner_issue.id
-        failing = [s for s in stray if not s.standing]
-        where = [f"{s.title} ({'in ' + s.owner + ', after its verdict' if s.owner else 'outside every case'})"
-                 for s in failing]
-        messages = self._outside_messages.get(rec.boot, [])
-        complaints = [m for m in self.message_rules.unexpected(messages, in_case=False)
-                      if not any(m in s.text for s in stray)]
-        problems = (["kernel splat outside the cases: " + "; ".join(where)] if where else []) + (
-            ["unexpected kernel message(s) at warning level or worse outside the cases: "
-             + "; ".join(repr(m[:160]) for m in complaints[:5])] if complaints else [])
-        self.results.append(CaseResult(
-            id=console_case_id(rec.boot), area=CONSOLE_AREA,
-            description=f"no kernel report on boot {rec.boot}'s console outside the cases that were judged on it, "
-                        "and no unexpected kernel message at warning level or worse at boot or between cases",
-            section="", verdict=Verdict.FAIL if problems else Verdict.PASS, expected={"splats": [], "messages": []},
-            observed={"splats": [s.title for s in stray], "messages": messages},
-            mismatches=[f"splat: {w}" for w in where] + [f"message: {m}" for m in complaints],
-            reason="; ".join(problems), duration_s=0.0, boot=rec.boot, dmesg="", splats=stray,
-        ))
-        if problems:
-            self.progress.note(f"boot {rec.boot}: " + "; ".join(problems))
+        result = judge_console(rec, self.results, self.expectations, self._outside_messages.get(rec.boot, []),
+                               self.message_rules)
+        self.results.append(result)
+        if result.verdict != Verdict.PASS:
+            self.progress.note(f"boot {rec.boot}: {result.reason}")
 
     def run_all(self, case_ids: list[str]) -> list[CaseResult]:
         for n, cid in enumerate(case_ids, 1):

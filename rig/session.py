@@ -160,12 +160,13 @@ class VMSession:
         self.close()
 
     # ------------------------------------------------------------ reports
-    def record(self, splat: consolemod.Splat, boot: int, owner: str = "", allowed: bool = False) -> SplatRecord:
-        """A console report as the run keeps it, its trace decoded against this kernel's vmlinux (once)."""
+    def record(self, splat: consolemod.Splat, boot: int, owner: str = "") -> SplatRecord:
+        """A console report as the run keeps it, its trace decoded against this kernel's vmlinux (once); its
+        standing is the judge's (rig/judge.py)."""
         if splat.text not in self._decoded:
             self._decoded[splat.text] = decode_stacktrace(self.kernel, splat.text)
         decoded = self._decoded[splat.text]
-        return SplatRecord.of(splat, boot, owner, allowed, decoded,
+        return SplatRecord.of(splat, boot, owner, False, decoded,
                               NO_DWARF_NOTE if decoded and not has_dwarf(self.kernel) else "")
 
     def slice_splats(self, slice_id: str) -> tuple[list[consolemod.Splat], str]:

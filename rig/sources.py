@@ -27,6 +27,33 @@ from rig.errors import BuildError, ConfigError
 
 
 @dataclass(frozen=True)
+class SourceRecord:
+    """A kernel source as a build's manifest keeps it."""
+
+    kind: str = ""  # debian | tarball | tree
+    id: str = ""
+    path: str = ""
+    version: str = ""
+    # debian: package, version, suite, debian_patches, note; once fetched: deb, deb_sha256, changelog_head
+    debian: dict | None = None
+    git_sha: str = ""  # tree
+    dirty: bool = False
+
+
+@dataclass(frozen=True)
+class PatchRecord:
+    """A patch as a build's manifest keeps it: `sha256` is that of the file it names (what `sha256sum FILE`
+    prints); an mbox holds several patches, so each also has the sha256 of its own message (its identity in
+    cache keys)."""
+
+    file: str = ""
+    index: int = 0
+    subject: str = ""
+    sha256: str = ""
+    message_sha256: str = ""
+
+
+@dataclass(frozen=True)
 class KernelSource:
     kind: str  # debian | tarball | tree
     ident: str  # filesystem-safe identity of the pristine source, part of the cache key
@@ -39,22 +66,21 @@ class KernelSource:
     # debian: package, Debian version, suite it came from, the note that Debian's patches are applied
     debian: dict | None = None
 
-    def manifest(self) -> dict:
-        d = {"kind": self.kind, "id": self.ident, "path": str(self.path), "version": self.version}
-        if self.debian:
-            d["debian"] = dict(self.debian)
+    def manifest(self) -> SourceRecord:
+        debian = dict(self.debian) if self.debian else None
+        if debian and debian.get("suite") != "installed on the host":
             meta = self.path.parent / "package.json"
-            if self.debian.get("suite") != "installed on the host" and meta.exists():
+            if meta.exists():
                 # fetched after this source was resolved: what was downloaded, and Debian's changelog entry
                 try:
                     m = json.loads(meta.read_text())
-                    d["debian"].update(deb=m.get("deb", ""), deb_sha256=m.get("deb_sha256", ""))
-                    d["debian"]["changelog_head"] = (self.path.parent / "changelog-head.txt").read_text().strip()
+                    debian.update(deb=m.get("deb", ""), deb_sha256=m.get("deb_sha256", ""))
+                    debian["changelog_head"] = (self.path.parent / "changelog-head.txt").read_text().strip()
                 except (OSError, ValueError):
                     pass
-        if self.kind == "tree":
-            d.update(git_sha=self.git_sha, dirty=self.dirty)
-        return d
+        tree = self.kind == "tree"
+        return SourceRecord(self.kind, self.ident, str(self.path), self.version, debian,
+                            self.git_sha if tree else "", self.dirty if tree else False)
 
 
 @dataclass(frozen=True)
@@ -75,11 +101,9 @@ class Patch:
     def name(self) -> str:
         return self.source_file.name + (f"#{self.index + 1}" if self.index else "")
 
-    def manifest(self) -> dict:
-        """`sha256` is that of the file it names (what `sha256sum FILE` prints); an mbox holds several patches,
-        so each also has the sha256 of its own message (the patch's identity in cache keys)."""
-        return {"file": str(self.source_file), "index": self.index, "subject": self.subject,
-                "sha256": file_sha256(self.source_file), "message_sha256": self.sha256}
+    def manifest(self) -> PatchRecord:
+        return PatchRecord(str(self.source_file), self.index, self.subject, file_sha256(self.source_file),
+                           self.sha256)
 
 
 # ---------------------------------------------------------------- sources

@@ -105,10 +105,67 @@ def check_output_dir(path: Path, flag: str) -> None:
                           "Fix: choose a writable directory.")
 
 
+def check_accel(cfg: RigConfig, flags: dict[str, str]) -> None:
+    """accel: kvm where KVM cannot run a guest (no /dev/kvm, or a CPU without vmx/svm behind it: guests crawl,
+    machine-notes.md) is refused now, not after a build."""
+    from rig.qemu import kvm_usable
+
+    if cfg.machine.accel != "kvm":
+        return
+    ok, why = kvm_usable()
+    if not ok:
+        raise ConfigError(f"accel kvm ({origin(cfg, 'machine.accel', flags)}), but {why}: KVM cannot run the guests "
+                          "here. Fix: --accel tcg, or auto (KVM only where it works).")
+
+
+# x86's COMMAND_LINE_SIZE: the kernel keeps 2047 bytes and a NUL, and cuts the rest off silently
+CMDLINE_MAX = 2047
+
+
+def check_cmdlines(cfg: RigConfig, flags: dict[str, str], topologies: list[str]) -> None:
+    """The whole kernel command line of each machine the run boots (the rig's part, a 68-byte SSH key, the
+    machine's and the topology's additions) fits x86's limit."""
+    from rig.qemu import kernel_cmdline, machine_cmdline
+
+    for t in topologies:
+        line = kernel_cmdline("A" * 68, machine_cmdline(cfg.machine_for(t)))
+        if len(line) > CMDLINE_MAX:
+            where = origin(cfg, "machine.kernel_cmdline", flags) + ("" if t == "default" else f" and topology {t}")
+            raise ConfigError(f"the kernel command line of the {t} machine is {len(line)} bytes ({where}); x86 takes "
+                              f"{CMDLINE_MAX} and cuts the rest off silently. Fix: shorten kernel_cmdline.")
+
+
+def host_apt_lacks(packages: tuple[str, ...]) -> list[str]:
+    """The packages the host's apt has no candidate for (`apt-cache policy`: no block, or `Candidate: (none)`);
+    [] when the host has no apt-cache."""
+    if not packages or not shutil.which("apt-cache"):
+        return []
+    out = subprocess.run(["apt-cache", "policy", *packages], capture_output=True, text=True).stdout
+    candidates = dict(re.findall(r"^(\S+):\n(?:\s+Installed: .*\n)?\s+Candidate: (.*)$", out, re.M))
+    return [p for p in packages if candidates.get(p, "(none)") == "(none)"]
+
+
+def check_extra_packages(cfg: RigConfig, flags: dict[str, str]) -> None:
+    """image.extra_packages that Debian does not have, found now (mmdebstrap would fail after the kernel build):
+    checked with the host's apt when the image is of the host's own release, whose lists it has."""
+    from rig.probes import host_suite
+
+    if not cfg.image.extra_packages or cfg.image.suite != host_suite():
+        return
+    missing = host_apt_lacks(cfg.image.extra_packages)
+    if missing:
+        raise ConfigError(f"image.extra_packages ({origin(cfg, 'image.extra_packages', flags)}): no Debian "
+                          f"{cfg.image.suite} package named {', '.join(missing)} (apt-cache policy). Fix: the "
+                          "package's exact name (apt-cache search).")
+
+
 def check_run(cfg: RigConfig, flags: dict[str, str], topologies: list[str]) -> None:
     """Everything a run needs from the host, checked before the kernel build."""
     check_source_scheme(cfg.kernel.source, origin(cfg, "kernel.source", flags))
     check_image(cfg, flags)
+    check_extra_packages(cfg, flags)
     for t in topologies:
         check_topology(cfg, t, "a case's topology")
+    check_cmdlines(cfg, flags, topologies)
+    check_accel(cfg, flags)
     check_qemu(cfg, flags, topologies)

@@ -34,6 +34,10 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 logging.getLogger("paramiko").propagate = False
 
 
+# how many QEMUs this process started: the CLI says "QEMU stopped" on Ctrl-C only when there was one
+started = 0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -135,6 +139,8 @@ class RunningVM:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "RunningVM":
+        global started
+        started += 1
         self._child = pexpect.spawn(
             self.cmd.argv[0], list(self.cmd.argv[1:]), encoding="utf-8", codec_errors="replace", timeout=None,
             preexec_fn=_die_with_parent, echo=False,

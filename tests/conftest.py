@@ -1,8 +1,10 @@
+import io
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,12 +21,33 @@ def run_rig(*args, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(RIG + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def run_rig_results(out, *args, timeout: float = 900):
-    """`rig run ARGS --out OUT` as a user runs it: (the finished process, its results.json, or None if the run
-    wrote none)."""
-    r = run_rig("run", *args, "--out", out, timeout=timeout)
-    results = Path(out) / "results.json"
-    return r, json.loads(results.read_text()) if results.exists() else None
+@dataclass
+class InProcessRun:
+    """A run made by pipeline.run() in this process, as `rig run` makes it: the outcome, results.json read back,
+    its progress lines and the summary `rig run` prints."""
+
+    outcome: object
+    data: dict
+    log: str
+    summary: str
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
+
+
+def run_pipeline(out, config=None, **flags) -> InProcessRun:
+    """`rig run` without the subprocess: a RunRequest from `flags` (pipeline.Flags fields: source, patches,
+    profile, select...), pipeline.run(), the run directory read back."""
+    from rig import pipeline
+    from rig.results import summary_table
+
+    flags = {k: tuple(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v) for k, v in flags.items()}
+    log = io.StringIO()
+    outcome = pipeline.run(pipeline.run_request(str(config) if config else None, pipeline.Flags(**flags), out),
+                           stream=log)
+    data = json.loads((Path(out) / "results.json").read_text())
+    return InProcessRun(outcome, data, log.getvalue(), summary_table(outcome.results, outcome.boots))
 
 
 # The probe cases of tests/vm/test_probes.py run in a shuffled order (grouped by machine, as `rig run --shuffle`

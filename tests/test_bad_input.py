@@ -20,6 +20,12 @@ def yaml_file(tmp_path, text):
     return str(p)
 
 
+def bytes_file(tmp_path, data):
+    p = tmp_path / "rig.yaml"
+    p.write_bytes(data)
+    return str(p)
+
+
 def matrix_file(tmp_path, text):
     p = tmp_path / "m.yaml"
     p.write_text(text)
@@ -104,7 +110,26 @@ CASES = [
     ("missing config", lambda t: ["run", "--config", "/nonexistent.yaml"], "cannot read config file"),
     ("no case matches", lambda t: ["run", "-k", "no-such-case-anywhere"], "no case matches"),
     ("unknown race scenario", lambda t: ["race", "--scenario", "no-such"], "unknown race scenario(s) no-such"),
-    ("zero race seconds", lambda t: ["race", "--seconds", "0"], "--seconds must be > 0"),
+    ("zero race seconds", lambda t: ["race", "--seconds", "0"], "--seconds 0: each scenario needs some time"),
+    ("negative race cycles", lambda t: ["race", "--cycles", "-5"], "--cycles -5: a number of unbind/rebind cycles"),
+    ("zero hang seconds", lambda t: ["race", "--hang-s", "0"], "--hang-s 0: how long without progress"),
+    ("unwritable kcidb", lambda t: ["run", "-k", "sysfs.published", "--kcidb", "/nonexistent/dir/k.json"],
+     "--kcidb /nonexistent/dir/k.json: cannot write there"),
+    ("misspelt extra package", lambda t: ["run", "-k", "sysfs.published", "--config",
+                                          yaml_file(t, "image:\n  extra_packages: [fio, nvmecli-tools]\n")],
+     "no Debian bookworm package named nvmecli-tools"),
+    ("command line too long", lambda t: ["run", "-k", "sysfs.published", "--config",
+                                         yaml_file(t, f"machine:\n  kernel_cmdline: '{'x' * 2100}'\n")],
+     "x86 takes 2047 and cuts the rest off silently"),
+    ("command line with a newline", lambda t: ["run", "--config", yaml_file(t, 'machine:\n  kernel_cmdline: "a\\nb"\n')],
+     "'machine.kernel_cmdline' has a line break"),
+    ("out is a run already", lambda t: ["run", "-k", "sysfs.published", "--out", str(RUN_A)],
+     "already holds a run (results.json)"),
+    ("kcidb url base not a url", lambda t: ["kcidb", str(RUN_A), "-o", str(t / "k.json"), "--url-base", "not a url"],
+     "--url-base 'not a url': not an http(s) URL"),
+    ("config not utf-8", lambda t: ["run", "--config", bytes_file(t, b"machine:\n  cpu: caf\xe9\n")],
+     "not UTF-8 text"),
+    ("list nothing matches", lambda t: ["list", "-k", "no-such-case-anywhere"], "no case matches"),
     ("tiny image", lambda t: ["image", "--config", yaml_file(t, "image:\n  size_mb: 10\n")],
      "'image.size_mb' must be at least 512"),
 ]
@@ -128,3 +153,15 @@ def test_bad_input_is_exit_2_before_any_work(tmp_path, argv, needle):
 
 def test_there_are_at_least_30_bad_inputs():
     assert len(CASES) >= 30
+
+
+def test_kvm_where_it_cannot_run_is_refused(tmp_path):
+    """--accel kvm on a host without usable KVM (here: /dev/kvm opens, the CPU has neither vmx nor svm)."""
+    from rig.qemu import kvm_usable
+
+    if kvm_usable()[0]:
+        pytest.skip("KVM works on this host")
+    env = dict(os.environ, P2PDMA_RIG_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "rig.cli", "run", "-k", "sysfs.published", "--accel", "kvm", "--out",
+                        str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "accel kvm (--accel), but" in r.stderr and "Fix: --accel tcg" in r.stderr, r.stderr

@@ -2,19 +2,20 @@
 import os
 import shlex
 
-from rig.cli import _config, _link_latest, parser, reproduce_run
+from rig.cli import _flags, parser
 from rig.config import load_config
 from rig.kernel import kernel_spec
+from rig.pipeline import link_latest as _link_latest, load_run_config, run_request
 
 from conftest import ROOT
 
 FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 
 
-def reproduce(*argv: str) -> str:
+def reproduce(*argv: str, command: str = "run") -> str:
     args = parser().parse_args(["run", *argv])
-    cfg = _config(args)
-    return shlex.join(reproduce_run(args, cfg, kernel_spec(cfg)))
+    request = run_request(args.config, _flags(args), args.out, args.shuffle, args.keep_disks, args.kcidb)
+    return shlex.join(request.reproduce(kernel_spec(request.config), command))
 
 
 def test_the_reproduce_line_repeats_every_option_that_changed_the_run(tmp_path):
@@ -78,3 +79,17 @@ def test_rig_ssh_looks_for_the_boot_in_the_configured_output_directory(tmp_path,
     cfg_file.write_text(f"out_dir: {tmp_path / 'elsewhere'}\n")
     assert main(["ssh", "--config", str(cfg_file)]) == 2
     assert f"{tmp_path / 'elsewhere' / 'latest-boot' / 'ssh.json'} missing" in capsys.readouterr().err
+
+
+def test_one_reproduce_line_for_run_series_and_race(tmp_path):
+    """The kernel and the machine are in every command's reproduce line (a race on 7.3 with a patch rebuilds
+    that kernel); only run and series judge a selection and a design."""
+    args = parser().parse_args(["run", "--source", "debian:6.12", "--profile", "gupfast", "--cpu", "EPYC",
+                                "--patch", str(FIX), "-k", "mmap.*", "--out", str(tmp_path / "o")])
+    request = run_request(args.config, _flags(args), args.out)
+    spec = kernel_spec(request.config)
+    kernel = ["--source", "debian:6.12", "--profile", "gupfast", "--patch", str(FIX), "--cpu", "EPYC"]
+    assert request.reproduce(spec, "series", ["s.mbox"]) == ["rig", "series", *kernel, "-k", "mmap.*", "s.mbox"]
+    assert request.reproduce(spec, "race", ["--seed", "7"]) == ["rig", "race", *kernel, "--seed", "7"]
+    cfg = load_run_config(None, _flags(args))
+    assert cfg.kernel.profile == "gupfast" and cfg.machine.cpu == "EPYC"

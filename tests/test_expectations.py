@@ -1,8 +1,17 @@
 """Expectations table and verdicts."""
 import pytest
 
-from rig.expectations import Expectation, KnownIssue, compare, judge, load_expectations, select_cases
+from rig.expectations import Expectation, KnownIssue, MessageRules, compare, load_expectations, select_cases
+from rig.judge import CaseEvidence, judge_case
+from rig.model import SplatRecord
 from rig.runner import run_order
+
+
+def judge(exp, probe_result, problem="", dmesg="", splats=()):
+    """The judge on what the runner would have gathered: a probe result, a problem around it, the kernel's log
+    and the titles of the case's reports."""
+    reports = [SplatRecord("warning", t, False, i, "", 1, exp.case_id) for i, t in enumerate(splats)]
+    return judge_case(exp, CaseEvidence(probe_result, problem, dmesg=dmesg, splats=reports), MessageRules())
 
 
 def test_real_table_loads_and_every_case_names_a_section():

@@ -11,6 +11,8 @@ from rig import cli_report
 from rig.errors import ConfigError
 from rig.kcidb import ORIGIN, STATUS, patchset_hash, to_kcidb, write_kcidb
 from rig.model import CaseResult
+from rig.model import RunManifest
+from rig.records import from_json, to_json
 from rig.results import write_run
 from rig.sources import read_patches
 
@@ -103,10 +105,10 @@ def test_xpass_is_a_pass_whose_incident_says_the_bug_was_absent(tmp_path):
         reason="known issue p2pmem-not-zeroed did not show: the kernel under test may fix it", duration_s=0.3,
         boot=1, dmesg="", known_issue="p2pmem-not-zeroed")
     manifest = json.loads((BASE_RUN / "manifest.json").read_text())
-    manifest["kernel"]["patches"] = [p.manifest() for p in read_patches([FIX])]
+    manifest["kernel"]["patches"] = to_json([p.manifest() for p in read_patches([FIX])])
     d = tmp_path / "patched"
     d.mkdir()
-    write_run(d, [xpass], [], manifest)
+    write_run(d, [xpass], [], from_json(RunManifest, manifest))
     report = to_kcidb(d, url_base="https://ci.example.org/artifacts/nightly-default")
     SCHEMA.validate_exactly(report)
     [test] = report["tests"]
@@ -118,7 +120,7 @@ def test_xpass_is_a_pass_whose_incident_says_the_bug_was_absent(tmp_path):
     shell = subprocess.run(f"sha256sum {FIX} | cut -c-64 | sha256sum | cut -c-64", shell=True,
                            capture_output=True, text=True, check=True).stdout.strip()
     [checkout] = report["checkouts"]
-    assert checkout["patchset_hash"] == shell == patchset_hash(manifest["kernel"]["patches"])
+    assert checkout["patchset_hash"] == shell == patchset_hash([p.manifest() for p in read_patches([FIX])])
     assert "Clear p2pmem before mapping it to userspace" in checkout["comment"]
     assert checkout["id"] != to_kcidb(BASE_RUN)["checkouts"][0]["id"]  # another checkout than the plain source
     assert test["log_url"] == "https://ci.example.org/artifacts/nightly-default/boot-1/console.log"

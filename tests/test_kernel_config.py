@@ -76,11 +76,11 @@ def test_manifest_hashes_are_sha256sum_of_the_files(tmp_path):
     def sha256sum(path):
         return subprocess.run(["sha256sum", str(path)], capture_output=True, text=True).stdout.split()[0]
 
-    assert m["config_sha256"] == sha256sum(entry / "config")
-    assert [f["name"] for f in m["fragments"]] == ["tiny-base.config", "p2pdma.config", "gupfast.config"]
-    assert all(f["sha256"] == sha256sum(f["file"]) for f in m["fragments"])
-    assert [(p["file"], p["sha256"]) for p in m["patches"]] == [(str(fix), sha256sum(fix))]
-    assert m["reproduce"] == f"rig kernel --source debian:6.12 --profile gupfast --patch {fix}"
+    assert m.config_sha256 == sha256sum(entry / "config")
+    assert [f.name for f in m.fragments] == ["tiny-base.config", "p2pdma.config", "gupfast.config"]
+    assert all(f.sha256 == sha256sum(f.file) for f in m.fragments)
+    assert [(p.file, p.sha256) for p in m.patches] == [(str(fix), sha256sum(fix))]
+    assert m.reproduce == f"rig kernel --source debian:6.12 --profile gupfast --patch {fix}"
 
 
 def test_renamed_option_holds_on_both_kernels():

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from rig.expectations import for_kernel, judge, load_expectations
+from rig.expectations import MessageRules, for_kernel, load_expectations
+from rig.judge import CaseEvidence, judge_case
 from rig.model import Verdict
 
 from conftest import DATA
@@ -27,7 +28,7 @@ def test_a_recorded_run_is_green_under_todays_table(path):
         if cid not in table:
             bad.append(f"{cid}: no longer in the table (record the run again)")
             continue
-        j = judge(table[cid], {"obs": rec["observed"]}, dmesg=rec["dmesg"])
+        j = judge_case(table[cid], CaseEvidence({"obs": rec["observed"]}, dmesg=rec["dmesg"]), MessageRules())
         if table[cid].skip:
             bad.append(f"{cid}: observed, but the table skips it on this design ({table[cid].skip})")
         elif j.verdict not in (Verdict.PASS, Verdict.XFAIL):

@@ -7,8 +7,10 @@ import pytest
 
 from rig.console import case_slices, find_splats, splats_in
 from rig.errors import ConfigError
-from rig.expectations import load_race_known_issues
-from rig.race import SCENARIOS, SELFTESTS, judge_reports
+from rig.expectations import VersionWindow, load_race_known_issues
+from rig.judge import judge_scenario
+from rig.model import SplatRecord, Standing, Verdict
+from rig.race import SCENARIOS, SELFTESTS
 
 from conftest import DATA
 
@@ -17,44 +19,58 @@ KNOWN = load_race_known_issues(scenarios=SCENARIOS + SELFTESTS)
 
 
 def reports(scenario="surprise-removal"):
-    return splats_in(find_splats(CONSOLE), case_slices(CONSOLE)["race.surprise-removal"])
+    return [SplatRecord.of(s, 1, f"race.{scenario}")
+            for s in splats_in(find_splats(CONSOLE), case_slices(CONSOLE)["race.surprise-removal"])]
+
+
+def judge(failure="", found=None, issues=KNOWN, release="6.12.117", alive=True, scenario="surprise-removal"):
+    return judge_scenario(scenario, failure, reports() if found is None else found, issues, release, alive)
 
 
 def test_the_recorded_report_is_the_kernfs_warning_in_its_scenario_slice():
+    assert [s.title for s in reports()] == ["WARNING in kernfs_drain_open_files"]
+
+
+def test_a_known_bug_only_is_xfail_and_names_the_issue():
     found = reports()
-    assert [s.title for s in found] == ["WARNING in kernfs_drain_open_files"]
-
-
-def test_a_known_bug_only_is_known_and_names_the_issue():
-    verdict, known = judge_reports("surprise-removal", "ok", reports(), KNOWN, "6.12.117", alive=True)
-    assert verdict == "known"
-    (issue,) = known.values()
-    assert issue.id == "kernfs-mmap-count-race" and "still present in 6.12.117" in issue.status("6.12.117")
+    verdict, failure, hit = judge(found=found)
+    assert (verdict, failure) == (Verdict.XFAIL, "")
+    assert hit == ["kernfs-mmap-count-race: known issue, still present in 6.12.117 (seen in 6.12.117)"]
+    assert found[0].standing is Standing.KNOWN_ISSUE and found[0].known_issue == "kernfs-mmap-count-race"
 
 
 def test_a_broken_invariant_stays_a_failure_with_a_known_report():
-    assert judge_reports("surprise-removal", "invariant", reports(), KNOWN, "6.12.117", True)[0] == "invariant"
+    assert judge("invariant")[:2] == (Verdict.FAIL, "invariant")
 
 
 def test_the_same_report_in_a_scenario_it_is_not_known_for_fails():
     # mmap-munmap never removes the node: a drain warning there would be something else
-    assert judge_reports("mmap-munmap", "ok", reports(), KNOWN, "6.12.117", True) == ("splat", {})
+    found = reports()
+    assert judge(found=found, scenario="mmap-munmap") == (Verdict.FAIL, "splat", [])
+    assert found[0].counts
 
 
-def test_a_fixed_kernel_fails_on_the_report():
-    fixed = [dataclasses.replace(k, fixed_in="6.12.200", fix_commit="abc") for k in KNOWN]
-    assert judge_reports("surprise-removal", "ok", reports(), fixed, "6.12.200", True)[0] == "splat"
-    assert judge_reports("surprise-removal", "ok", reports(), fixed, "6.12.117", True)[0] == "known"
+def test_the_version_window_is_the_case_known_issues_rule():
+    fixed = [dataclasses.replace(k, window=dataclasses.replace(k.window, fixed_in="6.12.200", fix_commit="abc"))
+             for k in KNOWN]
+    assert judge(issues=fixed, release="6.12.200")[:2] == (Verdict.FAIL, "splat")
+    assert judge(issues=fixed, release="6.12.117")[0] == Verdict.XFAIL
+    # `since`, which the race's own rule used to ignore: a kernel before the bug fails on the report
+    later = [dataclasses.replace(k, window=dataclasses.replace(k.window, since="6.13", since_change="x"))
+             for k in KNOWN]
+    assert judge(issues=later, release="6.12.117")[:2] == (Verdict.FAIL, "splat")
+    assert judge(issues=later, release="7.3.4")[0] == Verdict.XFAIL
+    assert VersionWindow(since="6.13").contains("7.3.4") and not VersionWindow(since="6.13").contains("6.12.117")
 
 
 def test_a_report_the_watcher_did_not_see_still_fails_the_scenario():
-    # the racer ended cleanly ("ok") and the report reached the console after the watcher's last look
-    assert judge_reports("surprise-removal", "ok", reports(), [], "6.12.117", True)[0] == "splat"
-    assert judge_reports("surprise-removal", "ok", reports(), [], "6.12.117", alive=False)[0] == "crash"
+    # the racer ended cleanly and the report reached the console after the watcher's last look
+    assert judge(issues=[])[:2] == (Verdict.FAIL, "splat")
+    assert judge(issues=[], alive=False)[:2] == (Verdict.FAIL, "crash")
 
 
-def test_a_clean_scenario_is_ok():
-    assert judge_reports("surprise-removal", "ok", [], KNOWN, "6.12.117", True) == ("ok", {})
+def test_a_clean_scenario_passes():
+    assert judge(found=[]) == (Verdict.PASS, "", [])
 
 
 @pytest.mark.parametrize("entry,message", [

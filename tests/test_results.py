@@ -3,7 +3,9 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from rig.results import exit_code, summary_table, to_json, to_junit, to_ktap
+from rig.model import RunManifest, RunRecord
+from rig.records import from_json
+from rig.results import exit_code, run_record, summary_table, to_junit, to_ktap
 from rig.console import Splat
 from rig.model import BootRecord, CaseResult, SplatRecord
 
@@ -36,13 +38,17 @@ def test_exit_codes():
     assert case("a.c", "xfail", [known, allowed, crash]).failing_splats == [crash]
 
 
-def test_json_has_the_documented_fields():
-    data = to_json([case("mmap.x", "fail", mismatches=["a: expected 1, observed 2"])], [BOOT], {"k": 1})
+def test_json_has_the_documented_fields_and_reads_back_into_the_same_types():
+    record = run_record([case("mmap.x", "fail", mismatches=["a: expected 1, observed 2"])], [BOOT],
+                        RunManifest(run_id="r-1"))
+    data = json.loads(json.dumps(record.to_json()))
     c = data["cases"][0]
     for key in ("id", "verdict", "expected", "observed", "duration_s", "boot", "dmesg", "splats"):
         assert key in c
     assert data["summary"] == {"fail": 1} and data["exit_code"] == 1
-    json.dumps(data)
+    again = RunRecord.from_json(data)
+    assert again.cases == record.cases and again.manifest == record.manifest
+    assert [b.to_json() for b in again.boots] == [b.to_json() for b in record.boots]
 
 
 def test_ktap_shape():
@@ -54,9 +60,10 @@ def test_ktap_shape():
 
 
 def test_junit_names_the_cell_and_carries_the_manifest():
-    manifest = {"kernel": {"source": {"id": "debian-linux-source-6.12_6.12.117"}, "profile": "gupfast",
-                           "key": "k1", "patches": [{"subject": "[PATCH] fix"}]},
-                "started": "2026-11-25T21:15:27Z", "ended": "2026-11-25T21:18:36Z", "shuffle_seed": 7}
+    manifest = from_json(RunManifest, {
+        "kernel": {"source": {"id": "debian-linux-source-6.12_6.12.117"}, "profile": "gupfast", "key": "k1",
+                   "patches": [{"subject": "[PATCH] fix"}]},
+        "started": "2026-11-25T21:15:27Z", "ended": "2026-11-25T21:18:36Z", "shuffle_seed": 7})
     suite = ET.fromstring(to_junit([case("mmap.a", "pass")], manifest)).find("testsuite")
     assert suite.get("name") == "p2pdma-rig debian-linux-source-6.12_6.12.117 gupfast patched"
     assert suite.get("time") == "189.000"  # the run's wall time, not the sum of the cases

@@ -98,9 +98,9 @@ def test_manifest_sha256_is_that_of_the_file_it_names(tmp_path):
     mbox = tmp_path / "series.mbox"
     mbox.write_text(FIX.read_text() + "\n" + STALE.read_text())
     entries = [p.manifest() for p in read_patches([mbox, FIX])]
-    assert [(e["file"], e["index"]) for e in entries] == [(str(mbox), 0), (str(mbox), 1), (str(FIX), 0)]
+    assert [(e.file, e.index) for e in entries] == [(str(mbox), 0), (str(mbox), 1), (str(FIX), 0)]
     for e in entries:
-        assert e["sha256"] == sha256sum(e["file"])
+        assert e.sha256 == sha256sum(e.file)
     # each message of the mbox keeps its own identity
-    assert entries[0]["message_sha256"] != entries[1]["message_sha256"]
-    assert entries[2]["message_sha256"] == entries[2]["sha256"]
+    assert entries[0].message_sha256 != entries[1].message_sha256
+    assert entries[2].message_sha256 == entries[2].sha256

@@ -1,11 +1,12 @@
-"""The kernel under review (issue: sources, patches, series walk), through the rig CLI on real kernels."""
+"""The kernel under review (issue: sources, patches, series walk) on real kernels: runs through pipeline.run(),
+the errors and the series table through the rig CLI."""
 import json
 
 import pytest
 
 from rig.config import load_config
 
-from conftest import DATA, ZEROING_FIX, run_rig
+from conftest import DATA, ZEROING_FIX, run_pipeline, run_rig
 
 pytestmark = pytest.mark.vm
 
@@ -22,15 +23,12 @@ def kernel_entries():
 
 
 def test_shipped_fix_flips_the_leak_case_from_xfail_to_xpass(tmp_path):
-    base = rig("run", "-k", "leak.data_after_free", "--out", tmp_path / "base")
-    assert base.returncode == 0, base.stderr
-    fixed = rig("run", "--patch", ZEROING_FIX, "-k", "leak.data_after_free", "--out", tmp_path / "fixed")
-    assert fixed.returncode == 0, fixed.stderr
-    verdict = {}
-    for name in ("base", "fixed"):
-        data = json.loads((tmp_path / name / "results.json").read_text())
-        verdict[name] = data["cases"][0]["verdict"]
-        manifest = data["manifest"]["kernel"]
+    base = run_pipeline(tmp_path / "base", select=["leak.data_after_free"])
+    assert base.exit_code == 0, base.log
+    fixed = run_pipeline(tmp_path / "fixed", patches=[ZEROING_FIX], select=["leak.data_after_free"])
+    assert fixed.exit_code == 0, fixed.log
+    verdict = {name: r.data["cases"][0]["verdict"] for name, r in (("base", base), ("fixed", fixed))}
+    manifest = fixed.data["manifest"]["kernel"]
     assert verdict == {"base": "xfail", "fixed": "xpass"}
     assert manifest["patches"][0]["subject"] == "[PATCH] PCI/P2PDMA: Clear p2pmem before mapping it to userspace"
     assert len(manifest["patches"][0]["sha256"]) == 64
@@ -74,11 +72,10 @@ def test_series_walk_stops_at_a_patch_that_does_not_apply(tmp_path):
 def test_gupfast_profile_passes_the_whole_suite(tmp_path):
     """The profile where GUP-fast really handles P2PDMA pages (no CONFIG_SECRETMEM, which makes GUP-fast give
     up on every page of a kernel that has it): every case, every topology, as in the default profile."""
-    out = tmp_path / "gupfast"
-    r = rig("run", "--profile", "gupfast", "--out", out)
-    data = json.loads((out / "results.json").read_text())
+    r = run_pipeline(tmp_path / "gupfast", profile="gupfast")
+    data = r.data
     bad = {c["id"]: c["verdict"] for c in data["cases"] if c["verdict"] not in ("pass", "xfail")}
-    assert r.returncode == 0 and not bad, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.exit_code == 0 and not bad, r.summary[-3000:] + r.log[-2000:]
     kernel = data["manifest"]["kernel"]
     assert kernel["profile"] == "gupfast"
     config = (load_config().cache_path / "kernels" / kernel["key"] / "config").read_text()

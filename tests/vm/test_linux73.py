@@ -2,12 +2,11 @@
 built, and the whole suite run on it with the expectations chosen from its `make kernelrelease`; then the 7.3
 zeroing fix flips leak.data_after_free from XFAIL to XPASS. The first run on a fresh machine downloads 167 MB
 and builds the kernel cold (about 9 minutes on 2 cores); later runs reuse the cache."""
-import json
 import os
 
 import pytest
 
-from conftest import ROOT, run_rig, run_rig_results
+from conftest import ROOT, run_pipeline
 
 # P2PDMA_RIG_LINUX73=0 skips it (a quicker make test on a machine that has never built 7.3)
 pytestmark = [pytest.mark.vm, pytest.mark.skipif(os.environ.get("P2PDMA_RIG_LINUX73") == "0",
@@ -17,27 +16,21 @@ SOURCE = "debian:7.3"
 FIX_73 = ROOT / "patches" / "linux-7.3" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 
 
-def rig(*args):
-    return run_rig(*args, timeout=3600)  # a cold 7.3 build plus the whole suite
-
-
 @pytest.fixture(scope="module")
 def run73(tmp_path_factory):
-    return run_rig_results(tmp_path_factory.mktemp("linux73") / "run", "--source", SOURCE, timeout=3600)
+    return run_pipeline(tmp_path_factory.mktemp("linux73") / "run", source=SOURCE)
 
 
 @pytest.mark.timeout(3600)
 def test_the_whole_suite_passes_on_73(run73):
-    r, data = run73
-    assert data is not None, r.stderr[-3000:]
-    bad = [f"{c['id']}: {c['verdict']} {c['reason']} {c['mismatches']}" for c in data["cases"]
+    bad = [f"{c['id']}: {c['verdict']} {c['reason']} {c['mismatches']}" for c in run73.data["cases"]
            if c["verdict"] in ("fail", "error", "xpass")]
-    assert r.returncode == 0 and not bad, "\n".join(bad) + r.stdout[-3000:]
+    assert run73.exit_code == 0 and not bad, "\n".join(bad) + run73.summary[-3000:]
 
 
 @pytest.mark.timeout(3600)
 def test_73_manifest_names_the_package_and_the_release(run73):
-    _r, data = run73
+    data = run73.data
     kernel = data["manifest"]["kernel"]
     assert kernel["kernelrelease"].startswith("7.3.")
     deb = kernel["source"]["debian"]
@@ -48,7 +41,7 @@ def test_73_manifest_names_the_package_and_the_release(run73):
 
 @pytest.mark.timeout(3600)
 def test_every_difference_from_612_is_explained(run73):
-    _r, data = run73
+    data = run73.data
     cases = {c["id"]: c for c in data["cases"]}
     # an intended change upstream: the version override applies, and says which change
     pre = cases["odirect.preadv_ram_then_p2pmem"]
@@ -79,9 +72,9 @@ def test_every_difference_from_612_is_explained(run73):
 
 @pytest.mark.timeout(3600)
 def test_73_zeroing_fix_flips_the_leak_case(tmp_path):
-    r = rig("run", "--source", SOURCE, "--patch", FIX_73, "-k", "leak.data_after_free", "--out", tmp_path / "fixed")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    data = json.loads((tmp_path / "fixed" / "results.json").read_text())
+    r = run_pipeline(tmp_path / "fixed", source=SOURCE, patches=[FIX_73], select=["leak.data_after_free"])
+    assert r.exit_code == 0, r.summary[-2000:] + r.log[-2000:]
+    data = r.data
     assert data["cases"][0]["verdict"] == "xpass"
     assert data["manifest"]["kernel"]["patches"][0]["subject"] == \
         "[PATCH] PCI/P2PDMA: Clear p2pmem before mapping it to userspace"

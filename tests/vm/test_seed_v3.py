@@ -6,7 +6,7 @@ incremental on the 6.12 tree (about 3 minutes after the default kernel), the sui
 
 import pytest
 
-from conftest import ROOT, run_rig_results
+from conftest import ROOT, run_pipeline
 
 from rig.expectations import for_kernel, load_expectations
 
@@ -17,24 +17,23 @@ SERIES = ROOT / "patches" / "seed-v3" / "series"
 
 @pytest.fixture(scope="module")
 def v3run(tmp_path_factory):
-    return run_rig_results(tmp_path_factory.mktemp("seed-v3") / "run", "--series", SERIES, timeout=3600)
+    return run_pipeline(tmp_path_factory.mktemp("seed-v3") / "run", patches=[SERIES])
 
 
 @pytest.mark.timeout(3600)
 def test_the_suite_on_the_seed_series_is_judged_by_v3_expectations_chosen_from_the_kernel(v3run):
-    r, data = v3run
-    assert data is not None, r.stderr[-3000:]
+    data = v3run.data
     assert data["manifest"]["semantics"] == "v3" and data["manifest"]["kernel"]["p2pmem_semantics"] == "v3"
     assert "--semantics" not in data["manifest"]["reproduce"]  # chosen from the kernel, not from a flag
-    assert "the probes map /dev/nvmeN" in r.stderr
+    assert "the probes map /dev/nvmeN" in v3run.log
     bad = [f"{c['id']}: {c['verdict']} {c['reason']} {c['mismatches']}" for c in data["cases"]
            if c["verdict"] in ("fail", "error", "xpass")]
-    assert r.returncode == 0 and not bad, "\n".join(bad) + r.stdout[-3000:]
+    assert v3run.exit_code == 0 and not bad, "\n".join(bad) + v3run.summary[-3000:]
 
 
 @pytest.mark.timeout(3600)
 def test_every_review_concern_the_rig_can_show_is_seen_as_its_known_issue(v3run):
-    _r, data = v3run
+    data = v3run.data
     cases = {c["id"]: c for c in data["cases"]}
     table = for_kernel(load_expectations(), data["manifest"]["kernel"]["kernelrelease"], "v3")
     seed_issues = {cid: e.known_issue.id for cid, e in table.items()
@@ -58,7 +57,7 @@ def test_every_review_concern_the_rig_can_show_is_seen_as_its_known_issue(v3run)
 
 @pytest.mark.timeout(3600)
 def test_cases_that_mean_nothing_on_v3_are_skipped_with_their_reason(v3run):
-    _r, data = v3run
+    data = v3run.data
     cases = {c["id"]: c for c in data["cases"]}
     for cid in ("sysfs.allocate_stat", "sysfs.allocate_read", "sysfs.allocate_write"):
         assert cases[cid]["verdict"] == "skip" and "has no p2pmem/allocate" in cases[cid]["reason"], cid
@@ -76,9 +75,9 @@ def test_with_v3s_refcounting_as_posted_unbind_frees_pages_still_held(tmp_path):
     the default series passes the same cases (test above). The hang is cut short by a 20 s watchdog."""
     config = tmp_path / "rig.yaml"
     config.write_text("probes:\n  case_timeout_s: 20\n")
-    r, data = run_rig_results(tmp_path / "run", "--config", config, "--series", AS_POSTED,
-                              "-k", "peer.unbind_during_peer_dio", "-k", "unbind.while_mapped", timeout=3600)
-    assert data is not None, r.stderr[-3000:]
+    r = run_pipeline(tmp_path / "run", config, patches=[AS_POSTED],
+                     select=["peer.unbind_during_peer_dio", "unbind.while_mapped"])
+    data = r.data
     cases = {c["id"]: c for c in data["cases"]}
     expected = {"peer.unbind_during_peer_dio": ("seed-v3-unbind-frees-held-pages", "kernel BUG in gen_pool_destroy"),
                 "unbind.while_mapped": ("seed-v3-unbind-refcount-underflow",
@@ -88,5 +87,5 @@ def test_with_v3s_refcounting_as_posted_unbind_frees_pages_still_held(tmp_path):
         assert c["verdict"] == "xfail" and c["known_issue"] == issue, f"{cid}: {c['verdict']} {c['reason']}"
         assert title in [s["title"] for s in c["splats"]] and all(s["known_issue"] == issue for s in c["splats"])
         assert "refcounts to go to zero" in c["reason"]
-    assert r.returncode == 0 and data["exit_code"] == 0, r.stdout[-3000:]
-    assert "(known issue seed-v3-unbind-frees-held-pages): kernel BUG in gen_pool_destroy" in r.stdout
+    assert r.exit_code == 0 and data["exit_code"] == 0, r.summary[-3000:]
+    assert "(known issue seed-v3-unbind-frees-held-pages): kernel BUG in gen_pool_destroy" in r.summary
