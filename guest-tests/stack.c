@@ -97,7 +97,7 @@ CASE(multipath_passthru, "NVME_IOCTL_IO_CMD on the multipath head: write from p2
 #define MD_NAME "md100"
 static int mdadm(const char *args)
 {
-	char cmd[512];
+	char cmd[600];
 	snprintf(cmd, sizeof(cmd), "mdadm %s >/dev/null 2>&1", args);
 	int st = system(cmd);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;

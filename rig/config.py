@@ -87,6 +87,9 @@ class MachineConfig:
     # VMs of the coming topologies booted in the background while the current one runs its cases (0 = each
     # boots when its first case comes); each costs its memory_mb while it waits
     boot_ahead: int = 2
+    # of those, how many boot at the same time (the others start as these come up): under TCG a boot keeps a
+    # host CPU busy, which the VM running the cases needs too
+    boots_at_once: int = 2
     kernel_cmdline: str = ""  # appended to the rig's own command line
     # the x86 firmware: "qboot" (QEMU's minimal one for -kernel boots: about 0.4 s sooner to the kernel; the
     # kernel assigns the BARs itself) or "seabios" (QEMU's default, which assigns them)
@@ -398,6 +401,7 @@ def _check(cfg: RigConfig, file: str) -> None:
         raise ConfigError(f"{file}: 'machine.smp' must be at most 64, got {m.smp}")
     _at_least(file, "machine.boot_timeout_s", m.boot_timeout_s, 1, "seconds to wait for the guest's SSH")
     _at_least(file, "machine.boot_ahead", m.boot_ahead, 0, "0 boots every VM when its first case comes")
+    _at_least(file, "machine.boots_at_once", m.boots_at_once, 1, "VMs booting in the background at the same time")
     if m.firmware not in FIRMWARE:
         raise ConfigError(f"{file}: 'machine.firmware' must be {' or '.join(FIRMWARE)}, got {m.firmware!r}")
     _at_least(file, "probes.case_timeout_s", cfg.probes.case_timeout_s, 1, "seconds before a case's watchdog")

@@ -68,8 +68,9 @@ class QemuCommand:
 
 # what Linux needs on its command line to use each IOMMU (CONFIG_INTEL_IOMMU_DEFAULT_ON is off in the fragments)
 IOMMU_CMDLINE = {"": "", "intel": "intel_iommu=on", "virtio": ""}
-# intremap=off: interrupt remapping needs a split irqchip under KVM and nothing here needs it
-IOMMU_DEVICE = {"intel": "intel-iommu,intremap=off", "virtio": "virtio-iommu-pci,addr=0x5"}
+# intremap=off: interrupt remapping needs a split irqchip under KVM and nothing here needs it; virtio-iommu takes
+# slot 0x1e, free of the NVMe slots (nvme_topology_args)
+IOMMU_DEVICE = {"intel": "intel-iommu,intremap=off", "virtio": "virtio-iommu-pci,addr=0x1e"}
 
 
 def machine_cmdline(machine: MachineConfig) -> str:

@@ -25,7 +25,7 @@ from rig.image import GuestImage, SshKey
 from rig.judge import judge_race_console, judge_scenario, race_known_issue
 from rig.kernel import KernelBuild
 from rig.model import SplatRecord, Verdict
-from rig.probes import MEMORY_OF
+from rig.probes import CFLAGS, MEMORY_OF
 from rig.progress import Progress
 from rig.session import VMSession
 from rig.vm import RunningVM
@@ -124,7 +124,8 @@ def parse_spec(scenarios: list[str], seconds: float, workers: int, seed: int | N
 
 def compile_racer(kernel: KernelBuild, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = ["gcc", "-static", "-O2", "-Wall", "-pthread", "-I", str(kernel.headers), "-o", str(out), str(RACER_SOURCE)]
+    # the probes' flags: racer.c shares guest-tests/lib/p2p.h with them, whose helpers it uses only in part
+    cmd = ["gcc", "-static", *CFLAGS, "-pthread", "-I", str(kernel.headers), "-o", str(out), str(RACER_SOURCE)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise BuildError(f"racer.c does not compile:\n{r.stderr[-2000:]}")

@@ -180,7 +180,8 @@ class Suite:
             # after the case, so that the VM in use booted first (and has the lower boot number)
             if self.boot_ahead:
                 for topology in upcoming_boots(case_ids, n - 1, self.expectations)[:self.boot_ahead]:
-                    self.session.prefetch(topology)
+                    if not self.session.prefetch(topology):
+                        break  # in order: the next machine first
             self.progress.note(f"[{n:3d}/{len(case_ids)}] {r.verdict.upper():5s} {cid}"
                                + (f"  ({r.reason[:90]})" if r.verdict != Verdict.PASS and r.reason else ""))
         return self.results

@@ -59,11 +59,15 @@ class VMSession:
                 self.retire(f"next work needs topology {topology}")
         return self.vm or self._take_ahead(topology) or self._boot(topology)
 
-    def prefetch(self, topology: str) -> None:
+    def prefetch(self, topology: str) -> bool:
         """Boot a VM of `topology` now, in the background (SSH wait and preparation in a worker thread), for a
-        later vm_for(topology): its boot overlaps the cases of the VM in use. One per topology at a time."""
+        later vm_for(topology): its boot overlaps the cases of the VM in use. One per topology at a time, and
+        no more than machine.boots_at_once still booting: the caller asks again after every case, and a later
+        call starts it. False when it was not started now."""
         if topology in self._ahead:
-            return
+            return True
+        if sum(not fut.done() for _vm, fut in self._ahead.values()) >= self.cfg.machine.boots_at_once:
+            return False
         n = self._booted = self._booted + 1
         workdir, scratch = self.run_dir / f"boot-{n}", self.disks / f"boot-{n}"
         vm = launch_vm(self.cfg.machine_for(topology), self.kernel, self.image, self.key, workdir, boot=n,
@@ -77,6 +81,7 @@ class VMSession:
                 self._prepare(vm, scratch)
 
         self._ahead[topology] = (vm, self._pool.submit(ready))
+        return True
 
     def _take_ahead(self, topology: str) -> RunningVM | None:
         """The VM booted ahead for this topology, once it is ready; None if there is none or it failed (its

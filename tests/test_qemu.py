@@ -132,3 +132,15 @@ def test_a_subsystem_shares_its_first_controllers_namespace():
     assert [a for a in argv if a.startswith("driver=nvme-ns")] == ["driver=nvme-ns,drive=nvm0,bus=nvme0,nsid=1"]
     assert sum(a.startswith("driver=raw") for a in argv) == 1
     assert owns_namespace(drives, 0) and not owns_namespace(drives, 1)
+
+
+def test_no_two_devices_share_a_slot_of_the_root_complex_with_either_iommu():
+    """virtio-iommu-pci sits at 00:1e.0: root-complex controllers count up from 00:04.0, root ports from 00:10.0,
+    the switch's port is 00:18.0 (it once sat on the second root controller's slot, 00:05.0)."""
+    nvme = (NvmeConfig(),) * 4 + (NvmeConfig(attach="root-port"), NvmeConfig(attach="switch"))
+    for iommu in ("intel", "virtio"):
+        argv = _cmd(machine=MachineConfig(nvme=nvme, iommu=iommu)).argv
+        devices = [dict(kv.split("=", 1) for kv in argv[i + 1].split(",")[1:] if "=" in kv)
+                   for i, a in enumerate(argv) if a == "-device"]
+        on_root = [d["addr"] for d in devices if d.get("bus", "pcie.0") == "pcie.0" and "addr" in d]
+        assert len(on_root) == len(set(on_root)) >= 7, (iommu, on_root)

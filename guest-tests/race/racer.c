@@ -9,28 +9,17 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <glob.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#define PAGE 4096UL
+#include "../lib/p2p.h"
 
-static char dev[256], bdf[32], allocate[300], available_path[300], nvme_ns[64];
+static char available_path[300], nvme_ns[64];
 static long long baseline;
 static atomic_int stop, silent;
 static long max_cycles; /* 0 = run for the time given */
@@ -64,34 +53,6 @@ static void kmsg(const char *fmt, ...)
 		if (write(fd, line, n) < 0) { /* progress is best effort */ }
 		close(fd);
 	}
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static long long read_ll(const char *path)
-{
-	char buf[64] = "";
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	return n > 0 ? strtoll(buf, NULL, 0) : -1;
-}
-
-static int write_str(const char *path, const char *s)
-{
-	int fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -1;
-	ssize_t n = write(fd, s, strlen(s));
-	close(fd);
-	return n < 0 ? -1 : 0;
 }
 
 /* xorshift per thread, seeded from the run's seed */
@@ -129,25 +90,6 @@ static int touch(volatile char *p, char v)
 }
 
 /* ------------------------------------------------------------------ controller: unbind/bind */
-static int unbind_provider(void)
-{
-	char path[320];
-	snprintf(path, sizeof(path), "%s/driver/unbind", dev);
-	return write_str(path, bdf);
-}
-
-static int bind_provider(void)
-{
-	if (write_str("/sys/bus/pci/drivers/nvme/bind", bdf) < 0)
-		return -1;
-	for (int t = 0; t < 400; t++) { /* nvme probes asynchronously */
-		if (access(available_path, F_OK) == 0)
-			return 0;
-		usleep(50000);
-	}
-	return -1;
-}
-
 static double unbind_bound_s = 20.0;
 static int quiet_pool; /* no workers map p2pmem: `available` must be at its baseline after every rebind */
 
@@ -157,14 +99,14 @@ static void *controller(void *arg)
 	while (!atomic_load(&stop)) {
 		usleep(next_rand(&seed) % 200000);
 		double t0 = now_s();
-		if (unbind_provider() < 0) {
+		if (p2p_unbind() < 0) {
 			invariant("unbind failed: %s", strerror(errno));
 			break;
 		}
 		if (now_s() - t0 > unbind_bound_s)
 			invariant("unbind took %.1f s (bound %.0f s)", now_s() - t0, unbind_bound_s);
 		usleep(next_rand(&seed) % 100000);
-		if (bind_provider() < 0) {
+		if (p2p_bind() < 0) {
 			invariant("rebind failed: p2pmem did not come back");
 			break;
 		}
@@ -192,21 +134,13 @@ static void count_mmap_error(int e)
 
 /* P2P memory is mapped from p2pmem/allocate, or (P2PDMA_MEMORY=nvme-chardev, the seed's v3 series) from
  * /dev/nvmeN of the provider's controller, looked up at every open: N can change across unbind/bind */
-static int v3_memory;
-
 static int open_pool(void)
 {
-	if (!v3_memory)
-		return open(allocate, O_RDWR);
-	char pattern[320], path[64];
-	glob_t g;
-	snprintf(pattern, sizeof(pattern), "%s/nvme/nvme*", dev);
-	if (glob(pattern, 0, NULL, &g) || !g.gl_pathc) {
+	char path[512];
+	if (p2p_memory_path(path, sizeof(path)) < 0) {
 		errno = ENOENT;
 		return -1;
 	}
-	snprintf(path, sizeof(path), "/dev/%s", strrchr(g.gl_pathv[0], '/') + 1);
-	globfree(&g);
 	return open(path, O_RDWR);
 }
 
@@ -217,7 +151,7 @@ static char *map_pool(size_t len)
 	if (fd < 0) {
 		/* /dev/nvmeN of a controller that is not live yet (probing after bind): nvme_dev_open's EWOULDBLOCK,
 		 * the char device's way of saying the pool is not there */
-		count_mmap_error(v3_memory && errno == EWOULDBLOCK ? ENODEV : errno);
+		count_mmap_error(p2p_v3() && errno == EWOULDBLOCK ? ENODEV : errno);
 		usleep(2000);
 		return NULL;
 	}
@@ -490,7 +424,7 @@ static void *panic_once(void *arg)
 {
 	(void)arg;
 	sleep(2);
-	write_str("/proc/sysrq-trigger", "c");
+	write_file("/proc/sysrq-trigger", "c");
 	return NULL;
 }
 
@@ -543,25 +477,17 @@ int main(int argc, char **argv)
 	uint64_t seed = strtoull(argv[4], NULL, 0) | 1;
 	max_cycles = argc == 6 ? atol(argv[5]) : 0;
 
-	glob_t g;
-	if (glob("/sys/bus/pci/devices/*/p2pmem", 0, NULL, &g) || !g.gl_pathc) {
+	if (p2p_locate() < 0) {
 		printf("{\"error\": \"no p2pmem provider\"}\n");
 		return 0;
 	}
-	snprintf(dev, sizeof(dev), "%.*s", (int)(strrchr(g.gl_pathv[0], '/') - g.gl_pathv[0]), g.gl_pathv[0]);
-	snprintf(bdf, sizeof(bdf), "%s", strrchr(dev, '/') + 1);
-	globfree(&g);
-	snprintf(allocate, sizeof(allocate), "%s/p2pmem/allocate", dev);
-	v3_memory = getenv("P2PDMA_MEMORY") && !strcmp(getenv("P2PDMA_MEMORY"), "nvme-chardev");
-	snprintf(available_path, sizeof(available_path), "%s/p2pmem/available", dev);
-	char pattern[320];
-	snprintf(pattern, sizeof(pattern), "%s/nvme/nvme*/nvme*n1", dev);
-	if (!glob(pattern, 0, NULL, &g) && g.gl_pathc)
-		snprintf(nvme_ns, sizeof(nvme_ns), "/dev/%s", strrchr(g.gl_pathv[0], '/') + 1);
+	snprintf(available_path, sizeof(available_path), "%s/p2pmem/available", p2p_dev);
+	p2p_nvme_namespace(nvme_ns, sizeof(nvme_ns));
+	glob_t g;
 	baseline = read_ll(available_path);
 	if (!glob("/sys/bus/pci/devices/*/nvme/nvme*/nvme*n1", 0, NULL, &g)) {
 		for (size_t i = 0; i < g.gl_pathc; i++)
-			if (!strstr(g.gl_pathv[i], bdf))
+			if (!strstr(g.gl_pathv[i], p2p_bdf))
 				snprintf(peer_ns, sizeof(peer_ns), "/dev/%s", strrchr(g.gl_pathv[i], '/') + 1);
 		globfree(&g);
 	}
@@ -633,7 +559,7 @@ int main(int argc, char **argv)
 			pthread_mutex_unlock(&broken_lock);
 		}
 	}
-	if (access(available_path, F_OK) != 0 && bind_provider() < 0)
+	if (access(available_path, F_OK) != 0 && p2p_bind() < 0)
 		invariant("the provider could not be bound again at the end");
 	long long end_avail = read_ll(available_path);
 	if (end_avail != baseline)
