@@ -355,7 +355,7 @@ def test_report_renders_in_headless_chromium(warn_run, tmp_path):
         dom = chromium(tmp_path, "--dump-dom", page.as_uri())
         assert dom.returncode == 0, dom.stderr[-2000:]
         rendered = Page(dom.stdout).rows
-        assert [cid for cid, _ in rendered] == [c["id"] for c in case_order(cases_of(run))]
+        assert [cid for cid, _ in rendered] == [c.id for c in case_order(read_run(run).cases)]
 
 
 # ---------------------------------------------------------------- diffs
