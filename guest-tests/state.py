@@ -2,6 +2,7 @@
 for the CMB's kernel mapping (PAT), the cache attributes of the page table entries of the kernel's and a
 process's mapping of the same memory (debugfs page_tables), and where a process's p2pmem pages are
 (/proc/self/pagemap). Unlike an errno, these are the kernel's own records of what it did."""
+import contextlib
 import ctypes
 import mmap
 import os
@@ -36,13 +37,36 @@ def memtypes():
             re.findall(r"PAT: \[mem 0x([0-9a-f]+)-0x([0-9a-f]+)\] ([\w-]+)", text)]
 
 
+WATCHDOG_THRESH = "/proc/sys/kernel/watchdog_thresh"
+
+
+@contextlib.contextmanager
+def watchdog_relaxed():
+    """The soft-lockup watchdog at its largest threshold (60 s: a report after 120 s) while the probe walks the
+    kernel's whole page table: ptdump holds the CPU for the whole walk, which under TCG with KASAN's shadow
+    mappings (profile debug) takes 15 s and more, where the default threshold reports a lockup after 20 s."""
+    try:
+        with open(WATCHDOG_THRESH) as f:
+            old = f.read().strip()
+    except OSError:  # no lockup detector in this kernel
+        yield
+        return
+    with open(WATCHDOG_THRESH, "w") as f:
+        f.write("60")
+    try:
+        yield
+    finally:
+        with open(WATCHDOG_THRESH, "w") as f:
+            f.write(old)
+
+
 def page_tables():
     """This process's whole page table (user and kernel half) as debugfs page_tables prints it:
     [(start, end, attributes)], and the start of the kernel's direct map of physical memory (where the "Low
     Kernel Mapping" begins: 4- or 5-level paging, with or without KASLR)."""
     entries, direct_map, marker = [], None, False
     try:
-        with open("/sys/kernel/debug/page_tables/current_kernel") as f:
+        with watchdog_relaxed(), open("/sys/kernel/debug/page_tables/current_kernel") as f:
             for line in f:
                 if "Low Kernel Mapping" in line:
                     marker = True

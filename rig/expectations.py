@@ -26,7 +26,8 @@ SEMANTICS = ("merged", "v3")
 
 
 KNOWN_ISSUE_KEYS = {"id", "cases", "section", "signature", "reason", "seen_in", "since", "since_change",
-                    "fixed_in", "fix_commit", "allow_dmesg", "semantics", "changes_machine", "splats", "with_patch"}
+                    "fixed_in", "fix_commit", "allow_dmesg", "semantics", "changes_machine", "splats", "with_patch",
+                    "with_config"}
 OVERRIDE_KEYS = {"case", "since", "commit", "reason", "expect", "dmesg", "allow_dmesg"}
 
 
@@ -139,6 +140,8 @@ class KnownIssue:
     splats: tuple[str, ...] = ()
     # counts only on a kernel built with a patch whose subject contains this (a bug of one variant of a series)
     with_patch: str = ""
+    # counts only on a kernel whose .config sets this option to y (a bug only a debug option reports: lockdep)
+    with_config: str = ""
 
     def shown_by(self, observed: dict) -> bool:
         return not compare(self.signature, observed)
@@ -146,8 +149,10 @@ class KnownIssue:
     def explains(self, splat_title: str) -> bool:
         return any(re.fullmatch(p, splat_title) for p in self.splats)
 
-    def built_into(self, patch_subjects: tuple[str, ...]) -> bool:
-        return not self.with_patch or any(self.with_patch in s for s in patch_subjects)
+    def built_into(self, patch_subjects: tuple[str, ...], config: frozenset[str] = frozenset()) -> bool:
+        """The kernel has what the issue needs: the patch it belongs to, the option that reports it."""
+        return ((not self.with_patch or any(self.with_patch in s for s in patch_subjects))
+                and (not self.with_config or self.with_config in config))
 
     @property
     def window(self) -> VersionWindow:
@@ -227,7 +232,8 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
         raise ConfigError(f"cannot read expectations {path}: {e}")
     if not isinstance(data, dict) or not isinstance(data.get("cases"), dict):
         raise ConfigError(f"{path}: needs a 'cases' mapping")
-    issues: dict[tuple[str, str, str], KnownIssue] = {}  # (semantics, with_patch, case id) -> its known issue
+    # (semantics, with_patch, with_config, case id) -> its known issue
+    issues: dict[tuple[str, str, str, str], KnownIssue] = {}
     for raw in data.get("known_issues") or []:
         if not isinstance(raw.get("signature", {}), dict) or not (raw.get("signature") or raw.get("splats")):
             raise ConfigError(f"{path}: known issue {raw.get('id')} needs a 'signature': the observation keys the "
@@ -248,16 +254,19 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
                            _regexes(raw.get("allow_dmesg"), f"{path}: known issue {raw.get('id')}: allow_dmesg"),
                            str(raw.get("semantics", "merged")), str(raw.get("changes_machine") or ""),
                            _regexes(raw.get("splats"), f"{path}: known issue {raw.get('id')}: splats"),
-                           " ".join(str(raw.get("with_patch") or "").split()))
+                           " ".join(str(raw.get("with_patch") or "").split()), str(raw.get("with_config") or ""))
+        if issue.with_config and not re.fullmatch(r"CONFIG_[A-Z0-9_]+", issue.with_config):
+            raise ConfigError(f"{path}: known issue {issue.id}: 'with_config' must be an option name such as "
+                              f"CONFIG_PROVE_LOCKING, got {issue.with_config!r}")
         if issue.semantics not in SEMANTICS:
             raise ConfigError(f"{path}: known issue {issue.id}: 'semantics' must be one of {', '.join(SEMANTICS)}")
         for cid in issue.cases:
             if cid not in data["cases"]:
                 raise ConfigError(f"{path}: known issue {issue.id} names unknown case {cid}")
-            key = (issue.semantics, issue.with_patch, cid)
+            key = (issue.semantics, issue.with_patch, issue.with_config, cid)
             if key in issues:
                 raise ConfigError(f"{path}: case {cid} is in two known issues ({issues[key].id}, {issue.id}); a case "
-                                  "has one known issue per design (and per patch named by with_patch)")
+                                  "has one known issue per design (and per patch named by with_patch, per option by with_config)")
             issues[key] = issue
     overrides: dict[str, list[Override]] = {}
     for raw in data.get("version_overrides") or []:
@@ -305,12 +314,12 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
             raise ConfigError(f"{path}: case {cid!r}: 'expect_v3' must be a mapping")
         if raw.get("expect_v3") is not None and raw.get("skip_v3"):
             raise ConfigError(f"{path}: case {cid!r} has both 'expect_v3' and 'skip_v3'")
-        out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(("merged", "", cid)),
+        out[cid] = Expectation(cid, str(raw["section"]), raw["expect"], raw.get("expect_v3"), issues.get(("merged", "", "", cid)),
                                lists["dmesg"], str(raw.get("topology", "default")),
                                str(raw.get("host_action", "")), bool(raw.get("manual", False)),
                                lists["allow_splats"], lists["allow_dmesg"], tuple(overrides.get(cid, ())),
                                skip_v3=" ".join(str(raw.get("skip_v3") or "").split()),
-                               declared_issues=tuple(i for (_, _, c), i in issues.items() if c == cid))
+                               declared_issues=tuple(i for (*_, c), i in issues.items() if c == cid))
         action = out[cid].host_action.split()
         if action and (action[0] not in HOST_ACTIONS or len(action) != 2):
             raise ConfigError(f"{path}: case {cid!r}: host_action must be one of "
@@ -407,13 +416,14 @@ def _regexes(value: Any, where: str) -> tuple[str, ...]:
 
 
 def for_kernel(expectations: dict[str, Expectation], release: str, semantics: str = "merged",
-               patches: tuple[str, ...] = ()) -> dict[str, Expectation]:
+               patches: tuple[str, ...] = (), config: frozenset[str] = frozenset()) -> dict[str, Expectation]:
     """The expectations for the kernel actually built (its manifest's `make kernelrelease`, the design of
     userspace P2P memory it offers, the subjects of the patches applied to it): the newest version override
     whose `since` is not after it replaces the case's expect/dmesg/allow_dmesg, and a known issue counts only
     from its `since` up to its `fixed_in`. On the v3 design, a case's expect_v3, skip_v3 and v3 known issue take
     the place of the merged ones; a known issue of one patch (with_patch) counts only when that patch is built
-    in, and then before the others of its design. Pure."""
+    in, one of an option (with_config) only when `config` (the options the kernel sets to y) has it, and then
+    before the others of its design. Pure."""
     if semantics not in SEMANTICS:
         raise ValueError(f"unknown semantics {semantics!r}")
     out = {}
@@ -439,10 +449,11 @@ def for_kernel(expectations: dict[str, Expectation], release: str, semantics: st
             changes["skip"] = e.skip_v3
         declared = e.declared_issues or tuple(i for i in (e.known_issue, e.inactive_issue) if i is not None)
         changes["declared_issues"] = declared
-        built = [i for i in declared if i.built_into(patches)]
+        built = [i for i in declared if i.built_into(patches, config)]
 
         def of_design(design: str) -> KnownIssue | None:
-            mine = sorted((i for i in built if i.semantics == design), key=lambda i: not i.with_patch)
+            mine = sorted((i for i in built if i.semantics == design),
+                          key=lambda i: (not i.with_patch, not i.with_config))
             return mine[0] if mine else None
         # the seed's series is built on a merged kernel: that kernel's bugs stay on v3, unless v3 has its own for
         # the case, or an expect_v3 (a v3 expectation is the whole story there: the merged bug's signature was

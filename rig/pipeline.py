@@ -254,7 +254,16 @@ def expectations_for(kernel: KernelBuild, semantics: str, stream: TextIO | None 
     release = kernel.manifest.kernelrelease
     if not release:
         _note(stream, "run")("warning: the kernel's release is unknown; version-keyed expectations are not applied")
-    return for_kernel(load_expectations(), release, semantics, kernel.manifest.patch_subjects)
+    return for_kernel(load_expectations(), release, semantics, kernel.manifest.patch_subjects, kernel_options(kernel))
+
+
+def kernel_options(kernel: KernelBuild) -> frozenset[str]:
+    """The options the built kernel sets to y (its .config), for known issues that only an option reports."""
+    try:
+        text = kernel.config.read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset(line.split("=", 1)[0] for line in text.splitlines() if line.endswith("=y"))
 
 
 def host_facts() -> dict:

@@ -371,3 +371,19 @@ def test_a_splat_issue_needs_no_signature_but_an_issue_needs_one_or_the_other(tm
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match="'splats'"):
         load_expectations(tmp_path / "bad.yaml")
+
+
+def test_a_known_issue_of_an_option_counts_only_on_a_kernel_that_sets_it():
+    """The real table's nvme-reset-freeze-lockdep: lockdep (CONFIG_PROVE_LOCKING, profile debug) reports it, so
+    on the default kernel the case keeps its plain expectation, and 7.x (fixed) has it inactive."""
+    table = load_expectations()
+    lockdep = frozenset({"CONFIG_PROVE_LOCKING", "CONFIG_KASAN"})
+    case = "nvme.function_reset_while_mapped"
+    assert for_kernel(table, "6.12.118")[case].known_issue is None
+    assert for_kernel(table, "6.12.118", config=lockdep)[case].known_issue.id == "nvme-reset-freeze-lockdep"
+    on_73 = for_kernel(table, "7.3.4", config=lockdep)[case]
+    assert on_73.known_issue is None and on_73.inactive_issue.id == "nvme-reset-freeze-lockdep"
+    # its report makes the case XFAIL on 6.12 debug, as judged by the runner
+    j = judge(for_kernel(table, "6.12.118", config=lockdep)[case], {"obs": {}},
+              splats=("WARNING: lock held when returning to user space!",))
+    assert j.verdict == "xfail"

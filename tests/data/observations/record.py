@@ -1,19 +1,22 @@
 """Keep what a real `rig run` observed, case by case, for tests/test_observations.py:
-`python tests/data/observations/record.py out/<run>/results.json` writes <kernelrelease>-<profile>.json here,
+`python tests/data/observations/record.py out/<run>` writes <kernelrelease>-<profile>.json here,
 <kernelrelease>-<profile>-v3.json for a kernel with the seed's v3 design (each case's observation and the kernel
 log of its case, nothing judged)."""
 import json
 import sys
 from pathlib import Path
 
-run = json.loads(Path(sys.argv[1]).read_text())
-kernel = run["manifest"]["kernel"]
-cases = {c["id"]: {"observed": c["observed"], "dmesg": c["dmesg"]} for c in run["cases"]
-         if not c["id"].startswith("kernel.console") and c["observed"] is not None}
-semantics = run["manifest"].get("semantics") or "merged"
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+from rig.results import read_run  # noqa: E402
+
+run = read_run(Path(sys.argv[1]).parent if sys.argv[1].endswith(".json") else sys.argv[1])
+kernel = run.manifest.kernel
+cases = {c.id: {"observed": c.observed, "dmesg": c.dmesg} for c in run.cases
+         if not c.id.startswith("kernel.console") and c.observed is not None}
+semantics = run.manifest.semantics or "merged"
 suffix = "" if semantics == "merged" else f"-{semantics}"
-out = Path(__file__).parent / f"{kernel['kernelrelease']}-{kernel['profile']}{suffix}.json"
-out.write_text(json.dumps({"kernelrelease": kernel["kernelrelease"], "profile": kernel["profile"],
-                           "semantics": semantics, "patches": [p["subject"] for p in kernel.get("patches", [])],
-                           "source": kernel["source"]["id"], "cases": cases}, indent=1, sort_keys=True) + "\n")
+out = Path(__file__).parent / f"{kernel.kernelrelease}-{kernel.profile}{suffix}.json"
+out.write_text(json.dumps({"kernelrelease": kernel.kernelrelease, "profile": kernel.profile, "semantics": semantics,
+                           "patches": list(kernel.patch_subjects), "source": kernel.source.id, "cases": cases},
+                          indent=1, sort_keys=True) + "\n")
 print(f"{out}: {len(cases)} cases")
