@@ -8,7 +8,7 @@ import pytest
 
 from rig.expectations import MessageRules, for_kernel, load_expectations
 from rig.judge import CaseEvidence, judge_case
-from rig.model import Verdict
+from rig.model import SplatRecord, Verdict
 
 from conftest import DATA
 
@@ -16,7 +16,7 @@ RECORDINGS = sorted((DATA / "observations").glob("*.json"))
 
 
 def test_both_kernels_are_recorded():
-    assert {p.stem for p in RECORDINGS} >= {"6.12.117-default", "7.3.4-default", "6.12.117-default-v3"}
+    assert {p.stem for p in RECORDINGS} >= {"6.12.118-default", "7.3.4-default", "6.12.118-default-v3"}
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
@@ -28,7 +28,9 @@ def test_a_recorded_run_is_green_under_todays_table(path):
         if cid not in table:
             bad.append(f"{cid}: no longer in the table (record the run again)")
             continue
-        j = judge_case(table[cid], CaseEvidence({"obs": rec["observed"]}, dmesg=rec["dmesg"]), MessageRules())
+        reports = [SplatRecord("report", t, False, i, "", 1, cid) for i, t in enumerate(rec.get("splats", []))]
+        result = {"obs": rec["observed"]} if rec["observed"] is not None else None
+        j = judge_case(table[cid], CaseEvidence(result, dmesg=rec["dmesg"], splats=reports), MessageRules())
         if table[cid].skip:
             bad.append(f"{cid}: observed, but the table skips it on this design ({table[cid].skip})")
         elif j.verdict not in (Verdict.PASS, Verdict.XFAIL):
