@@ -25,7 +25,7 @@ BASELINE = "/run/p2pdma-rig-baseline.json"
 # /dev/kmsg sequence number of the last message a case has seen: what comes after it and before the next case
 # (boot, or between two cases) is reported with that next case, so the rig judges the kernel's complaints there
 KMSG_SEEN = "/run/p2pdma-rig-kmsg-seq"
-STATE_SETTLE_S = 3.0  # a child that exits after the probe returns can still hold a mapping for a moment
+STATE_SETTLE_S = 1.5  # a child that exits after the probe returns can still hold a mapping for a moment (ms)
 
 
 def _read(path):

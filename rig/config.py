@@ -86,7 +86,7 @@ class MachineConfig:
     boot_timeout_s: int = 120
     # VMs of the coming topologies booted in the background while the current one runs its cases (0 = each
     # boots when its first case comes); each costs its memory_mb while it waits
-    boot_ahead: int = 2
+    boot_ahead: int = 4
     # of those, how many boot at the same time (the others start as these come up): under TCG a boot keeps a
     # host CPU busy, which the VM running the cases needs too
     boots_at_once: int = 2
@@ -109,26 +109,35 @@ class TopologyConfig:
     iommu: str = ""  # IOMMUS
     kernel_cmdline: str = ""  # appended to machine.kernel_cmdline on this machine (iommu=pt, swiotlb=force...)
     firmware: str = ""  # "" = machine.firmware; FIRMWARE
+    # vCPUs (0 = machine.smp); 1 where the cases need no second CPU: a TCG vCPU is a host thread, and a VM
+    # booting ahead on two of them takes CPU time from the one running the cases
+    smp: int = 0
 
 
 DEFAULT_TOPOLOGIES = {
     "switch": TopologyConfig(
+        smp=1,
         nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch")),
         description="provider and a peer NVMe under one PCIe switch (no ACS in QEMU): P2P works"),
     "rootbus-intel": TopologyConfig(
+        smp=1,
         cpu="Nehalem", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
         description="provider and peer on the root complex, Intel CPU model: P2P refused (host bridge not whitelisted)"),
     "rootbus-amd": TopologyConfig(
+        smp=1,
         cpu="EPYC", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
         description="provider and peer on the root complex, AMD family 0x17 CPU model: P2P through the host bridge"),
     # -xsave: with Opteron_G5's XSAVE under TCG (AVX filtered out) Linux hangs in its FPU setup at boot
     "rootbus-opteron": TopologyConfig(
+        smp=1,
         cpu="Opteron_G5,-xsave", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
         description="as rootbus-amd with an AMD family 0x15 CPU model (pre-Zen): P2P refused"),
     "rootbus-milan": TopologyConfig(
+        smp=1,
         cpu="EPYC-Milan", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
         description="as rootbus-amd with an AMD family 0x19 CPU model (Zen 3): P2P through the host bridge"),
     "rootbus-hygon": TopologyConfig(
+        smp=1,
         cpu="Dhyana", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
         description="as rootbus-amd with a Hygon family 0x18 CPU model: P2P refused (only AMD's vendor is trusted)"),
     "hotplug": TopologyConfig(
@@ -140,6 +149,7 @@ DEFAULT_TOPOLOGIES = {
     # bridge); 2 sits on a root port of its own (no common bridge: through the host bridge); 3 (a provider) and
     # 4 share a switch (a bus address, which Linux leaves out of the IOMMU)
     "iommu-amd": TopologyConfig(
+        smp=1,
         cpu="EPYC", iommu="intel",
         nvme=(NvmeConfig(attach="root-port"), NvmeConfig(cmb_size_mb=0, attach="function"),
               NvmeConfig(cmb_size_mb=0, attach="root-port"), NvmeConfig(attach="switch"),
@@ -148,11 +158,13 @@ DEFAULT_TOPOLOGIES = {
                     "root port (P2P through the host bridge, mapped by the IOMMU), a provider and a peer under a "
                     "switch"),
     "iommu-intel": TopologyConfig(
+        smp=1,
         cpu="Nehalem", iommu="intel",
         nvme=(NvmeConfig(attach="root-port"), NvmeConfig(cmb_size_mb=0, attach="function"),
               NvmeConfig(cmb_size_mb=0, attach="root-port")),
         description="as iommu-amd with an Intel model: P2P refused, with the ACS and host bridge whitelist warnings"),
     "iommu-pt": TopologyConfig(
+        smp=1,
         cpu="EPYC", iommu="intel", kernel_cmdline="iommu=pt",
         nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch"),
               NvmeConfig(cmb_size_mb=0, attach="root-port")),
@@ -161,6 +173,7 @@ DEFAULT_TOPOLOGIES = {
     # swiotlb= twice: 6.12 takes only the exact word "force"; 7.x also counts the bounce slots in use (debugfs
     # io_tlb_used_hiwater) only with ",track_hiwater", which 6.12 would read as no "force" at all
     "swiotlb": TopologyConfig(
+        smp=1,
         cpu="EPYC", kernel_cmdline="swiotlb=force swiotlb=force,track_hiwater",
         nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
         description="every streaming DMA mapping bounced (swiotlb=force), AMD model, two controllers on the root "
@@ -171,6 +184,7 @@ DEFAULT_TOPOLOGIES = {
     # namespace with 8 bytes of metadata per block, protection information type 1; 5 (a provider) and 6 are
     # the two controllers of one NVMe subsystem under the switch, with a shared namespace (multipath)
     "features": TopologyConfig(
+        smp=1,
         cpu="Nehalem",
         nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch"), NvmeConfig(),
               NvmeConfig(cmb_size_mb=1), NvmeConfig(metadata_bytes=8, protection=1),
@@ -182,6 +196,7 @@ DEFAULT_TOPOLOGIES = {
     # machines does: write-back by default, uncached over the 32-bit PCI hole; a 1 GiB CMB fits only above
     # 4 GiB, where the MTRRs say write-back, so the memory type comes from the kernel's page tables alone
     "mtrr-wb": TopologyConfig(
+        smp=1,
         firmware="seabios", nvme=(NvmeConfig(cmb_size_mb=1024),),
         description="SeaBIOS's MTRRs (write-back by default) and a 1 GiB CMB above 4 GiB: only the kernel's own "
                     "page attributes keep the BAR uncached"),
@@ -226,7 +241,7 @@ class RigConfig:
         cmdline = " ".join(p for p in (self.machine.kernel_cmdline, topo.kernel_cmdline) if p)
         return dataclasses.replace(self.machine, cpu=topo.cpu or self.machine.cpu, nvme=topo.nvme,
                                    iommu=topo.iommu or self.machine.iommu, kernel_cmdline=cmdline,
-                                   firmware=topo.firmware or self.machine.firmware)
+                                   firmware=topo.firmware or self.machine.firmware, smp=topo.smp or self.machine.smp)
 
     @property
     def out_path(self) -> Path:
@@ -408,6 +423,9 @@ def _check(cfg: RigConfig, file: str) -> None:
     _at_least(file, "kernel.jobs", cfg.kernel.jobs, 0, "0 = one make job per CPU")
     _at_least(file, "image.size_mb", cfg.image.size_mb, 512, "the guest's root file system")
     for name, topo in cfg.topologies.items():
+        if topo.smp < 0 or topo.smp > 64:
+            raise ConfigError(f"{file}: 'topologies.{name}.smp' must be between 1 and 64 (or 0 for machine.smp), "
+                              f"got {topo.smp}")
         if topo.firmware and topo.firmware not in FIRMWARE:
             raise ConfigError(f"{file}: 'topologies.{name}.firmware' must be {' or '.join(FIRMWARE)} (or absent for "
                               f"machine.firmware), got {topo.firmware!r}")

@@ -293,8 +293,8 @@ class Race:
         found, _text = self.session.slice_splats(f"race.{scenario}") if vm.console else ([], "")
         splats = [self.session.record(s, boot, owner=f"race.{scenario}") for s in found]
         verdict, failure, hit = judge_scenario(scenario, failure, splats, self.known_issues, self.release, vm.alive())
-        decoded = "\n".join(s.decoded for s in splats if s.decoded)
-        result = ScenarioResult(scenario, boot, verdict, round(elapsed, 1), counters, broken, splats, decoded, hit,
+        self.session.decode([s for s in splats if s.counts])
+        result = ScenarioResult(scenario, boot, verdict, round(elapsed, 1), counters, broken, splats, "", hit,
                                 failure)
         if verdict != Verdict.PASS:  # a known bug's report leaves a tainted kernel (and a spent WARN_ON_ONCE) too
             self.session.retire(f"{scenario}: {result.outcome}")
@@ -316,7 +316,11 @@ class Race:
                     break  # first failure: stop and keep everything
         finally:
             self.session.close()
-        return results + self.console_results(results)
+        out = results + self.console_results(results)
+        self.session.wait_decoded()
+        for r in out:  # the traces were decoded in the background while the race went on; close() waited
+            r.decoded = "\n".join(s.decoded for s in r.splats if s.decoded)
+        return out
 
     def console_results(self, results: list[ScenarioResult]) -> list[ScenarioResult]:
         """A `kernel.console` result for every boot with a report that no scenario was judged on (at boot,
@@ -325,11 +329,11 @@ class Race:
         for b in self.session.boots:
             verdict, failure, stray = judge_race_console(b, {s.line for r in results if r.boot == b.boot
                                                              for s in r.splats})
+            self.session.decode(stray)
             if stray:
                 out.append(ScenarioResult(f"kernel.console.boot-{b.boot}", b.boot, verdict, 0.0, {},
                                           [f"{s.title} ({'in ' + s.owner if s.owner else 'outside every scenario'})"
-                                           for s in stray], stray,
-                                          "\n".join(s.decoded for s in stray if s.decoded), failure=failure))
+                                           for s in stray], stray, failure=failure))
         return out
 
 

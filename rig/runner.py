@@ -142,6 +142,7 @@ class Suite:
                                 [self.session.record(s, boot, owner=case_id) for s in found], dmesg,
                                 list(run.kernel_warnings), list(run.state_changes), bool(exp.host_action))
         judgement = judge_case(exp, evidence, self.message_rules)
+        self.session.decode([s for s in evidence.splats if s.counts])
         result = CaseResult(
             id=case_id, area=exp.area, description=self.probe_set.cases.get(case_id, ""), section=exp.section,
             verdict=judgement.verdict, expected=judgement.expected, observed=evidence.observed,
@@ -170,6 +171,7 @@ class Suite:
     def _judge_console(self, rec: BootRecord) -> None:
         result = judge_console(rec, self.results, self.expectations, self._outside_messages.get(rec.boot, []),
                                self.message_rules)
+        self.session.decode([s for s in result.splats if s.counts])
         self.results.append(result)
         if result.verdict != Verdict.PASS:
             self.progress.note(f"boot {rec.boot}: {result.reason}")

@@ -39,7 +39,8 @@ class VMSession:
         self.on_retire = on_retire  # called with the boot's record once its console is scanned to the end
         self.vm: RunningVM | None = None
         self.boots: list[BootRecord] = []
-        self._decoded: dict[str, str] = {}  # splat text -> decoded trace
+        self._decoded: dict[str, Future] = {}  # splat text -> its decoded trace (decode_stacktrace.sh), coming
+        self._decoder: ThreadPoolExecutor | None = None
         self._booted = 0  # boot numbers handed out (a VM booted ahead takes its number when it starts)
         # VMs booting ahead of their turn (prefetch): topology -> (the VM, its wait for SSH and preparation)
         self._ahead: dict[str, tuple[RunningVM, Future]] = {}
@@ -137,6 +138,7 @@ class VMSession:
         text = log.read_text(errors="replace") if log.exists() else ""
         slices = consolemod.case_slices(text)
         rec.splats = [self.record(s, rec.boot, owner=_owner(s, slices)) for s in consolemod.find_splats(text)]
+        self.decode([s for s in rec.splats if s.text in self._decoded])  # the boot's copies of decoded reports
         if self.on_retire:
             self.on_retire(rec)
         return rec
@@ -155,6 +157,7 @@ class VMSession:
             self._ahead.clear()
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+            self.wait_decoded()
             if self._own_disks is not None:
                 self._own_disks.close()
 
@@ -166,13 +169,34 @@ class VMSession:
 
     # ------------------------------------------------------------ reports
     def record(self, splat: consolemod.Splat, boot: int, owner: str = "") -> SplatRecord:
-        """A console report as the run keeps it, its trace decoded against this kernel's vmlinux (once); its
-        standing is the judge's (rig/judge.py)."""
-        if splat.text not in self._decoded:
-            self._decoded[splat.text] = decode_stacktrace(self.kernel, splat.text)
-        decoded = self._decoded[splat.text]
-        return SplatRecord.of(splat, boot, owner, False, decoded,
-                              NO_DWARF_NOTE if decoded and not has_dwarf(self.kernel) else "")
+        """A console report as the run keeps it; its standing is the judge's (rig/judge.py), its decoded trace
+        comes from decode() for the reports that count."""
+        return SplatRecord.of(splat, boot, owner)
+
+    def decode(self, records: list[SplatRecord]) -> None:
+        """The traces of these reports decoded against this kernel's vmlinux (scripts/decode_stacktrace.sh), once
+        per report text, in the background: it takes one to two seconds of CPU a report. The rig decodes the
+        reports that count (a failure to look into), not those a case allows or that are its known issue, whose
+        raw trace is kept all the same. `decoded` is filled in by the time close() returns."""
+        for rec in records:
+            if rec.text not in self._decoded:
+                if self._decoder is None:
+                    self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+                self._decoded[rec.text] = self._decoder.submit(decode_stacktrace, self.kernel, rec.text)
+            self._decoded[rec.text].add_done_callback(lambda fut, rec=rec: self._fill(rec, fut))
+
+    def _fill(self, rec: SplatRecord, fut: Future) -> None:
+        try:
+            rec.decoded = fut.result()
+        except Exception:  # noqa: BLE001 - a trace that cannot be decoded is shown raw
+            rec.decoded = ""
+        rec.decoded_note = NO_DWARF_NOTE if rec.decoded and not has_dwarf(self.kernel) else ""
+
+    def wait_decoded(self) -> None:
+        """Every report's trace decoded (the results written after this have them)."""
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=True)
+            self._decoder = None
 
     def slice_splats(self, slice_id: str) -> tuple[list[consolemod.Splat], str]:
         """The reports in one case's (or scenario's) console slice so far, and the slice's text."""
