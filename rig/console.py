@@ -69,6 +69,10 @@ PATTERNS: tuple[Pattern, ...] = (
        "BUG: unable to handle kernel paging request in {frame}"),
     _p("oops", r"BUG: kernel NULL pointer dereference", "BUG: kernel NULL pointer dereference in {frame}"),
     _p("oops", r"general protection fault", "general protection fault in {frame}"),
+    # an exception with no report line of its own before die()'s header: "Oops: int3: 0000 [#1] SMP" (7.x,
+    # a breakpoint nobody claimed), "Oops: invalid opcode: ..." without a BUG() line. Not "Oops: Oops: 0000",
+    # the header under a "BUG: ..." line, which opened its report already
+    _p("oops", r"^Oops: ([a-z][\w ]*?): [0-9a-f]{4} \[#\d+\]", "Oops: {0} in {frame}"),
     _p("soft_lockup", r"watchdog: BUG: soft lockup - CPU#\d+ stuck", "BUG: soft lockup in {frame}"),
     _p("bug", r"BUG: (sleeping function called from invalid context|scheduling while atomic|"
               r"Bad page state|Bad page map|workqueue lockup|spinlock \w+)", "BUG: {0} in {frame}"),
@@ -91,6 +95,7 @@ PATTERNS: tuple[Pattern, ...] = (
 )
 
 _END = re.compile(r"---\[ end (trace|Kernel panic)")
+_DIE_HEADER = re.compile(r"^Oops: ")
 # 7.x printk prints a message again, whole, when its first printing was cut short: the cut copy is no report
 _REPLAY = "** replaying previous printk message **"
 
@@ -168,7 +173,9 @@ def find_splats(console: str) -> list[Splat]:
             if _END.search(lines[end]) or (pat.end and pat.end.search(strip_time(lines[end]))):
                 end += 1
                 break
-            if MARKER.search(lines[end]) or (_match(lines[end]) and not pat.kind == "kasan"):
+            # die()'s header ("Oops: <trap>: 0000 [#1]") belongs to the report above it, which it follows
+            if MARKER.search(lines[end]) or (_match(lines[end]) and not pat.kind == "kasan"
+                                             and not _DIE_HEADER.search(strip_time(lines[end]))):
                 break
             end += 1
         report = lines[i:end]

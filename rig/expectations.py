@@ -350,30 +350,39 @@ class RaceKnownIssue:
         return f"{self.id}: {self.window.status(release)}"
 
 
-def load_race_known_issues(path: Path = EXPECTATIONS_FILE, scenarios: tuple[str, ...] = ()) -> list[RaceKnownIssue]:
-    """`race_known_issues` of expectations.yaml; `scenarios` are the names a scenario list may use."""
+def load_race_known_issues(path: Path = EXPECTATIONS_FILE, scenarios: tuple[str, ...] = (),
+                           key: str = "race_known_issues") -> list[RaceKnownIssue]:
+    """`race_known_issues` of expectations.yaml; `scenarios` are the names a scenario list may use. With
+    key="boot_known_issues": the reports a machine's kernel can leave while it boots, before any case (their
+    scenario is "boot")."""
     try:
         data = _read_yaml(path) or {}
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read expectations {path}: {e}")
+    boot = key == "boot_known_issues"
     out = []
-    for raw in data.get("race_known_issues") or []:
-        where = f"{path}: race known issue {raw.get('id') if isinstance(raw, dict) else raw!r}"
+    for raw in data.get(key) or []:
+        where = f"{path}: {key[:-1].replace('_', ' ')} {raw.get('id') if isinstance(raw, dict) else raw!r}"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} must be a mapping")
-        unknown = set(raw) - RACE_KNOWN_ISSUE_KEYS
-        if unknown:
-            raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
-        missing = [k for k in ("id", "scenarios", "splat", "reason", "seen_in") if not raw.get(k)]
+        unknown = set(raw) - RACE_KNOWN_ISSUE_KEYS - ({"scenarios"} if boot else set())
+        if unknown or (boot and "scenarios" in raw):
+            raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown | ({'scenarios'} & set(raw) if boot else set())))}")
+        missing = [k for k in ("id", "splat", "reason", "seen_in") + (() if boot else ("scenarios",)) if not raw.get(k)]
         if missing:
             raise ConfigError(f"{where} needs {', '.join(missing)}")
-        bad = [s for s in raw["scenarios"] if scenarios and s not in scenarios]
+        bad = [s for s in raw.get("scenarios", ()) if scenarios and s not in scenarios]
         if bad:
             raise ConfigError(f"{where} names unknown scenario(s) {', '.join(bad)}")
         _check_window(raw, where)
-        out.append(RaceKnownIssue(str(raw["id"]), tuple(raw["scenarios"]), _regexes([raw["splat"]], where)[0],
-                                  " ".join(str(raw["reason"]).split()), VersionWindow(**_window(raw))))
+        out.append(RaceKnownIssue(str(raw["id"]), ("boot",) if boot else tuple(raw["scenarios"]),
+                                  _regexes([raw["splat"]], where)[0], " ".join(str(raw["reason"]).split()),
+                                  VersionWindow(**_window(raw))))
     return out
+
+
+def load_boot_known_issues(path: Path = EXPECTATIONS_FILE) -> list[RaceKnownIssue]:
+    return load_race_known_issues(path, key="boot_known_issues")
 
 
 @dataclass(frozen=True)

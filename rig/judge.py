@@ -135,11 +135,27 @@ def known_change(exp: Expectation, observed: dict | None, state_changes: list[st
     return issue.shown_by(observed) and all(issue.changes_machine in c for c in state_changes)
 
 
+def mark_boot_issues(splats: list[SplatRecord], issues: list[RaceKnownIssue], release: str) -> None:
+    """A report outside every case that is a boot known issue's (boot_known_issues) gets that standing, and so
+    does the panic that follows it."""
+    seen = ""
+    for s in splats:
+        if s.owner or s.known_issue:
+            continue
+        issue = race_known_issue("boot", s.title, issues, release)
+        if issue:
+            s.known_issue = seen = issue.id
+        elif seen and s.kind == "panic":
+            s.known_issue = seen
+
+
 def judge_console(rec: BootRecord, results: list[CaseResult], expectations: dict[str, Expectation],
-                  messages: list[str], rules: MessageRules) -> CaseResult:
+                  messages: list[str], rules: MessageRules, boot_issues: list[RaceKnownIssue] = (),
+                  release: str = "") -> CaseResult:
     """A boot's own result (`kernel.console.boot-N`): every report of its console that no case was judged on (at
     boot, between cases, after the last one, a dead VM's last words, or a case's report that came late), and
-    the kernel's messages at warning level or worse outside the cases."""
+    the kernel's messages at warning level or worse outside the cases. A report outside every case that a boot
+    known issue names is that issue's, not a failure."""
     judged = {s.line: s for r in results if r.boot == rec.boot for s in r.splats}
     for s in rec.splats:  # the boot's record of a report keeps its case's standing
         if s.line in judged:
@@ -154,6 +170,7 @@ def judge_console(rec: BootRecord, results: list[CaseResult], expectations: dict
             verdict = next((r.verdict for r in results if r.id == s.owner and r.boot == rec.boot), None)
             if owner_issue and verdict == Verdict.XFAIL and owner_issue.explains(s.title):
                 s.known_issue = owner_issue.id
+    mark_boot_issues(stray, list(boot_issues), release)
     failing = [s for s in stray if s.counts]
     where = [f"{s.title} ({'in ' + s.owner + ', after its verdict' if s.owner else 'outside every case'})"
              for s in failing]
@@ -161,6 +178,7 @@ def judge_console(rec: BootRecord, results: list[CaseResult], expectations: dict
     problems = (["kernel splat outside the cases: " + "; ".join(where)] if where else []) + (
         ["unexpected kernel message(s) at warning level or worse outside the cases: "
          + "; ".join(repr(m[:160]) for m in complaints[:5])] if complaints else [])
+    known = sorted({s.known_issue for s in stray if s.known_issue and not s.owner})
     return CaseResult(
         id=console_case_id(rec.boot), area=CONSOLE_AREA,
         description=f"no kernel report on boot {rec.boot}'s console outside the cases that were judged on it, "
@@ -168,7 +186,8 @@ def judge_console(rec: BootRecord, results: list[CaseResult], expectations: dict
         section="", verdict=Verdict.FAIL if problems else Verdict.PASS, expected={"splats": [], "messages": []},
         observed={"splats": [s.title for s in stray], "messages": messages},
         mismatches=[f"splat: {w}" for w in where] + [f"message: {m}" for m in complaints],
-        reason="; ".join(problems), duration_s=0.0, boot=rec.boot, dmesg="", splats=stray,
+        reason="; ".join(problems) or "; ".join(f"a boot known issue: {k}" for k in known), duration_s=0.0,
+        boot=rec.boot, dmesg="", splats=stray,
     )
 
 
@@ -199,10 +218,13 @@ def judge_scenario(scenario: str, failure: str, splats: list[SplatRecord], issue
     return (Verdict.XFAIL if hit else Verdict.PASS), "", sorted(set(hit))
 
 
-def judge_race_console(rec: BootRecord, judged_lines: set[int]) -> tuple[Verdict, str, list[SplatRecord]]:
+def judge_race_console(rec: BootRecord, judged_lines: set[int], boot_issues: list[RaceKnownIssue] = (),
+                       release: str = "") -> tuple[Verdict, str, list[SplatRecord]]:
     """A race boot's reports that no scenario was judged on (at boot, between scenarios, after the last one):
-    every one counts."""
+    every one counts, but those of a boot known issue."""
     stray = rec.unjudged(judged_lines)
-    if not stray:
-        return Verdict.PASS, "", []
-    return Verdict.FAIL, ("crash" if any(s.crash for s in stray) else "splat"), stray
+    mark_boot_issues(stray, list(boot_issues), release)
+    counting = [s for s in stray if s.counts]
+    if not counting:
+        return (Verdict.XFAIL if stray else Verdict.PASS), "", stray
+    return Verdict.FAIL, ("crash" if any(s.crash for s in counting) else "splat"), stray

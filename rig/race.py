@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rig.config import REPO_ROOT, RigConfig
 from rig.errors import BuildError, ConfigError, GuestError
-from rig.expectations import load_race_known_issues
+from rig.expectations import load_boot_known_issues, load_race_known_issues
 from rig.image import GuestImage, SshKey
 from rig.judge import judge_race_console, judge_scenario, race_known_issue
 from rig.kernel import KernelBuild
@@ -328,8 +328,9 @@ class Race:
         out = []
         for b in self.session.boots:
             verdict, failure, stray = judge_race_console(b, {s.line for r in results if r.boot == b.boot
-                                                             for s in r.splats})
-            self.session.decode(stray)
+                                                             for s in r.splats}, load_boot_known_issues(),
+                                                         self.release)
+            self.session.decode([s for s in stray if s.counts])
             if stray:
                 out.append(ScenarioResult(f"kernel.console.boot-{b.boot}", b.boot, verdict, 0.0, {},
                                           [f"{s.title} ({'in ' + s.owner if s.owner else 'outside every scenario'})"

@@ -11,7 +11,7 @@ import time
 from rig import probes as probesmod
 from rig.config import RigConfig
 from rig.errors import ConfigError, GuestError
-from rig.expectations import Expectation, MessageRules, load_message_rules
+from rig.expectations import Expectation, MessageRules, load_boot_known_issues, load_message_rules
 from rig.image import GuestImage, SshKey
 from rig.judge import CaseEvidence, judge_case, judge_console
 from rig.kernel import KernelBuild
@@ -65,6 +65,8 @@ class Suite:
                                  on_retire=self._judge_console, disks=disks, keep_disks=keep_disks)
         self.results: list[CaseResult] = []
         self.message_rules: MessageRules = load_message_rules()
+        self.boot_issues = load_boot_known_issues()
+        self.release = kernel.manifest.kernelrelease
         # per boot: the kernel's messages at warning level or worse outside every case (boot, between cases)
         self._outside_messages: dict[int, list[str]] = {}
         self._servers: dict[int, probesmod.CaseServer] = {}  # boot number -> the case server of that VM
@@ -170,7 +172,7 @@ class Suite:
 
     def _judge_console(self, rec: BootRecord) -> None:
         result = judge_console(rec, self.results, self.expectations, self._outside_messages.get(rec.boot, []),
-                               self.message_rules)
+                               self.message_rules, self.boot_issues, self.release)
         self.session.decode([s for s in result.splats if s.counts])
         self.results.append(result)
         if result.verdict != Verdict.PASS:

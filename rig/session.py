@@ -12,7 +12,7 @@ from typing import Callable
 
 from rig import console as consolemod
 from rig.config import RigConfig
-from rig.errors import GuestError
+from rig.errors import BootError, GuestError
 from rig.image import GuestImage, SshKey
 from rig.kernel import KernelBuild, decode_stacktrace, has_dwarf
 from rig.model import BootRecord, SplatRecord
@@ -96,16 +96,45 @@ class VMSession:
             vm.stop()
             self.progress.note(f"VM {vm.boot} ({topology}), booted ahead, failed ({e.__class__.__name__}: "
                                f"{str(e).splitlines()[0][:200]}); booting it again")
+            self._crashed_booting(vm.boot, topology, vm.workdir)
             return None
         return self._use(vm, topology, prepared=True)
 
     def _boot(self, topology: str) -> RunningVM:
-        n = self._booted = self._booted + 1
-        workdir, scratch = self.run_dir / f"boot-{n}", self.disks / f"boot-{n}"
-        self.progress.update(f"booting VM {n} (topology {topology})")
-        vm = start_vm(self.cfg.machine_for(topology), self.kernel, self.image, self.key, workdir, boot=n,
-                      progress=self.progress, disks=scratch)
-        return self._use(vm, topology, prepared=False)
+        """A VM of `topology` booted now. A kernel that crashes before SSH comes up gets one more boot (seen
+        under TCG: boot_known_issues); its crashed boot is recorded and judged like any other."""
+        for attempt in (1, 2):
+            n = self._booted = self._booted + 1
+            workdir, scratch = self.run_dir / f"boot-{n}", self.disks / f"boot-{n}"
+            self.progress.update(f"booting VM {n} (topology {topology})")
+            try:
+                vm = start_vm(self.cfg.machine_for(topology), self.kernel, self.image, self.key, workdir, boot=n,
+                              progress=self.progress, disks=scratch)
+            except BootError:
+                if attempt == 2 or not self._crashed_booting(n, topology, workdir):
+                    raise
+                continue
+            return self._use(vm, topology, prepared=False)
+        raise AssertionError("unreachable")
+
+    def _crashed_booting(self, n: int, topology: str, workdir: Path) -> bool:
+        """Record boot `n`, whose kernel left a report on its console before the machine came up: its reports
+        are judged like those of any boot (on_retire). False when its console holds none (QEMU that cannot
+        start, a boot that hangs: not retried)."""
+        log = workdir / "console.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        found = consolemod.find_splats(text)
+        if not found:
+            return False
+        cmdline = workdir / "qemu-cmdline.txt"
+        rec = BootRecord(n, topology, workdir, None, "", cmdline.read_text().strip() if cmdline.exists() else "",
+                         ended_by=f"the kernel crashed while booting ({found[0].title}); booted again")
+        rec.splats = [self.record(s, n) for s in found]
+        self.boots.append(rec)
+        self.progress.note(f"VM {n} ({topology}): {rec.ended_by}")
+        if self.on_retire:
+            self.on_retire(rec)
+        return True
 
     def _use(self, vm: RunningVM, topology: str, prepared: bool) -> RunningVM:
         self.boots.append(BootRecord(vm.boot, topology, vm.workdir, vm.ready_s, vm.cmd.accel, vm.cmd.shell()))

@@ -61,7 +61,9 @@ def test_kernel_print_path_is_cached():
 def test_run_selected_cases_writes_the_run_directory(tmp_path):
     out = tmp_path / "run"
     kcidb = tmp_path / "kcidb.json"
-    r = rig("run", "-k", "sysfs.*", "-k", "odirect.virtio_blk_read", "--out", str(out), "--kcidb", str(kcidb))
+    # the default machine's sysfs cases (sysfs.small_cmb_ignored and no_cmb_no_p2pmem need topology features)
+    r = rig("run", "-k", "sysfs.[afp]*", "-k", "sysfs.size_available", "-k", "odirect.virtio_blk_read", "--out",
+            str(out), "--kcidb", str(kcidb))
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads((out / "results.json").read_text())
     ids = [c["id"] for c in data["cases"]]
@@ -78,8 +80,8 @@ def test_run_selected_cases_writes_the_run_directory(tmp_path):
     assert manifest["rig_version"] and manifest["started"] <= manifest["ended"]
     [cmdline] = manifest["qemu_cmdlines"]  # one boot
     assert "cmb_size_mb=64" in cmdline
-    assert manifest["reproduce"] == ("rig run --source debian:6.12 --profile default -k 'sysfs.*' "
-                                     "-k odirect.virtio_blk_read")
+    assert manifest["reproduce"] == ("rig run --source debian:6.12 --profile default -k 'sysfs.[afp]*' "
+                                     "-k sysfs.size_available -k odirect.virtio_blk_read")
     # uploadable: no disk, overlay, probe binary or bundle; its disks' temporary directory is gone
     assert disk_files(out) == [] and apparent_size(out) < MAX_RUN_DIR
     disks = re.search(r"file=(\S+)/boot-1/root\.qcow2", cmdline).group(1)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.vm
 @pytest.fixture(scope="module")
 def kunit_parser():
     kernel = build_kernel(kernel_spec(load_config()), Progress("kernel"))
-    tree = (Path(kernel.manifest["build_dir"]) / "source").resolve()  # kbuild's link to the tree it compiled
+    tree = (Path(kernel.manifest.build_dir) / "source").resolve()  # kbuild's link to the tree it compiled
     sys.path.insert(0, str(tree / "tools" / "testing" / "kunit"))
     try:
         yield importlib.import_module("kunit_parser")
