@@ -52,7 +52,13 @@ CASE(multipath_dio, "O_DIRECT between p2pmem and the NVMe multipath head disk of
 	dio_roundtrip(head, IO_LEN);
 }
 
-CASE(multipath_passthru, "NVME_IOCTL_IO_CMD on the multipath head: write from p2pmem and read back into p2pmem, data intact")
+/* One page: the command's data pointer is then the CMB address itself on every kernel. With more, 7.x builds an
+ * SGL segment list in host memory (qemu-cmb-sgl-segment-read), which QEMU refuses only on the controller that
+ * owns the CMB, and which of the two paths the head takes is its own choice: the case would judge the path, not
+ * the head. The nvme.* cases show QEMU's bug on one controller. */
+#define PASSTHRU_LEN 4096
+
+CASE(multipath_passthru, "NVME_IOCTL_IO_CMD on the multipath head: write one page from p2pmem and read it back into p2pmem, data intact")
 {
 	char head[128], path[256];
 	multipath_head(head, sizeof(head));
@@ -65,26 +71,26 @@ CASE(multipath_passthru, "NVME_IOCTL_IO_CMD on the multipath head: write from p2
 	if (nsid <= 0 || lba <= 0)
 		probe_fail("NVME_IOCTL_ID / logical_block_size of %s", head);
 	int pfd = p2p_open();
-	unsigned char *buf = p2p_map(pfd, 2 * IO_LEN);
+	unsigned char *buf = p2p_map(pfd, 2 * PASSTHRU_LEN);
 	if (buf == MAP_FAILED)
 		probe_fail("mmap");
-	unsigned char *ref = malloc(IO_LEN);
-	for (size_t i = 0; i < IO_LEN; i++)
+	unsigned char *ref = malloc(PASSTHRU_LEN);
+	for (size_t i = 0; i < PASSTHRU_LEN; i++)
 		ref[i] = (unsigned char)(i * 5 + 7);
-	p2p_copy(buf, ref, IO_LEN);
-	p2p_zero(buf + IO_LEN, IO_LEN);
-	struct nvme_passthru_cmd c = {.opcode = 0x01, .nsid = nsid, .addr = (uintptr_t)buf, .data_len = IO_LEN,
-				      .cdw10 = (4 << 20) / lba, .cdw12 = IO_LEN / lba - 1};
+	p2p_copy(buf, ref, PASSTHRU_LEN);
+	p2p_zero(buf + PASSTHRU_LEN, PASSTHRU_LEN);
+	struct nvme_passthru_cmd c = {.opcode = 0x01, .nsid = nsid, .addr = (uintptr_t)buf, .data_len = PASSTHRU_LEN,
+				      .cdw10 = (4 << 20) / lba, .cdw12 = PASSTHRU_LEN / lba - 1};
 	int rc = ioctl(fd, NVME_IOCTL_IO_CMD, &c);
 	obs_errno("write", rc < 0 ? errno : 0);
 	obs_int("write_status", rc > 0 ? rc : 0);
 	c.opcode = 0x02;
-	c.addr = (uintptr_t)(buf + IO_LEN);
+	c.addr = (uintptr_t)(buf + PASSTHRU_LEN);
 	rc = ioctl(fd, NVME_IOCTL_IO_CMD, &c);
 	obs_errno("read", rc < 0 ? errno : 0);
 	obs_int("read_status", rc > 0 ? rc : 0);
-	obs_bool("data_match", hash_bytes(buf + IO_LEN, IO_LEN) == hash_bytes(ref, IO_LEN));
-	munmap(buf, 2 * IO_LEN);
+	obs_bool("data_match", hash_bytes(buf + PASSTHRU_LEN, PASSTHRU_LEN) == hash_bytes(ref, PASSTHRU_LEN));
+	munmap(buf, 2 * PASSTHRU_LEN);
 	close(pfd);
 	close(fd);
 	free(ref);

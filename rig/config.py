@@ -183,9 +183,8 @@ DEFAULT_TOPOLOGIES = {
     # pages in one request; 3 has a 1 MiB CMB, which QEMU offers and Linux must skip; 4 (a provider) has a
     # namespace with 8 bytes of metadata per block, protection information type 1; 5 (a provider) and 6 are
     # the two controllers of one NVMe subsystem under the switch, with a shared namespace (multipath)
-    # two vCPUs: with one, stack.multipath_passthru no longer shows QEMU's CMB bug on 7.3 (qemu-cmb-sgl-segment-
-    # read; the multipath head's choice of path, inferred)
     "features": TopologyConfig(
+        smp=1,
         cpu="Nehalem",
         nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch"), NvmeConfig(),
               NvmeConfig(cmb_size_mb=1), NvmeConfig(metadata_bytes=8, protection=1),
