@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 RIG = [sys.executable, "-m", "rig.cli"]
 # the fix the rig ships: flips leak.data_after_free from XFAIL to XPASS
-ZEROING_FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
+ZEROING_FIX = ROOT / "patches" / "fixes" / "linux-6.12" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 
 
 def run_rig(*args, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ from rig.pipeline import link_latest as _link_latest, load_run_config, run_reque
 
 from conftest import ROOT
 
-FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
+FIX = ROOT / "patches" / "fixes" / "linux-6.12" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 
 
 def reproduce(*argv: str, command: str = "run") -> str:

@@ -25,7 +25,7 @@ BROKEN_RUN = RUNS / "broken"  # + selftest.hang error (watchdog), selftest.leak_
 PATCHED_RUN = RUNS / "patched"  # base's cases on the kernel with the shipped fix: leak.data_after_free xpass
 ALL_RUNS = [BASE_RUN, BROKEN_RUN, PATCHED_RUN, FAILED_RUN, PASSED_RUN]
 SCHEMA = kcidb_io.schema.V5_3
-FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
+FIX = ROOT / "patches" / "fixes" / "linux-6.12" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 
 
 def cases_of(run):
@@ -87,7 +87,9 @@ def test_a_real_patched_run_an_xpass_and_its_patchset():
     assert leak["misc"]["reason"] == "known issue p2pmem-not-zeroed did not show: the kernel may fix it"
     [incident] = report["incidents"]
     assert incident["present"] is False and incident["test_id"] == leak["id"]
-    shell = subprocess.run(f"sha256sum {FIX} | cut -c-64 | sha256sum | cut -c-64", shell=True,
+    # KCIDB's patchset hash: sha256 of the patches' sha256s, one per line (the recorded patch, as it was then)
+    recorded = json.loads((PATCHED_RUN / "manifest.json").read_text())["kernel"]["patches"][0]["sha256"]
+    shell = subprocess.run(f"echo {recorded} | sha256sum | cut -c-64", shell=True,
                            capture_output=True, text=True, check=True).stdout.strip()
     [checkout], [build] = report["checkouts"], report["builds"]
     assert checkout["patchset_hash"] == shell

@@ -61,7 +61,7 @@ def test_manifest_hashes_are_sha256sum_of_the_files(tmp_path):
 
     from conftest import ROOT
 
-    fix = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
+    fix = ROOT / "patches" / "fixes" / "linux-6.12" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
     spec = kernel_spec(load_config(None, {"kernel.patches": [str(fix)], "kernel.profile": "gupfast"}))
     entry = tmp_path / "kernels" / "0123456789abcdef0123"
     entry.mkdir(parents=True)

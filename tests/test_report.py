@@ -193,7 +193,7 @@ def test_report_names_the_patched_kernel(warn_run, tmp_path):
     m = json.loads((d / "manifest.json").read_text())
     from rig.sources import read_patches
 
-    fix = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
+    fix = ROOT / "patches" / "fixes" / "linux-6.12" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
     m["kernel"]["patches"] = to_json([p.manifest() for p in read_patches([fix])])
     m["kernel"]["kconfig_add"] = ["CONFIG_DEBUG_VM=y"]
     (d / "manifest.json").write_text(json.dumps(m))

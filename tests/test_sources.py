@@ -9,7 +9,7 @@ from rig.sources import KernelSource, WorkTree, read_patches, resolve_source
 
 from conftest import DATA, ROOT
 
-FIX = ROOT / "patches" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
+FIX = ROOT / "patches" / "fixes" / "linux-6.12" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 STALE = DATA / "patches" / "0001-PCI-P2PDMA-stale-context.patch"
 P2PDMA_C = DATA / "p2pdma-6.12.117.c"
 

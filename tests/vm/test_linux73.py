@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.skipif(os.environ.get("P2PDMA_RIG_LINU
                                                  reason="P2PDMA_RIG_LINUX73=0: 7.3 end to end skipped")]
 
 SOURCE = "debian:7.3"
-FIX_73 = ROOT / "patches" / "linux-7.3" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
+FIX_73 = ROOT / "patches" / "fixes" / "linux-7.3" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 
 
 @pytest.fixture(scope="module")
