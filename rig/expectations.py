@@ -27,7 +27,7 @@ SEMANTICS = ("merged", "v3")
 
 KNOWN_ISSUE_KEYS = {"id", "cases", "section", "signature", "reason", "seen_in", "since", "since_change",
                     "fixed_in", "fix_commit", "allow_dmesg", "semantics", "changes_machine", "splats", "with_patch",
-                    "with_config"}
+                    "with_config", "fix", "upstream"}
 OVERRIDE_KEYS = {"case", "since", "commit", "reason", "expect", "dmesg", "allow_dmesg"}
 
 
@@ -142,6 +142,10 @@ class KnownIssue:
     with_patch: str = ""
     # counts only on a kernel whose .config sets this option to y (a bug only a debug option reports: lockdep)
     with_config: str = ""
+    # the rig's fix, written for submission: patch files under patches/fixes/ (one per kernel it applies to)
+    fix: tuple[str, ...] = ()
+    # what upstream has about it: a fix in some tree, a thread, or what was searched and not found
+    upstream: str = ""
 
     def shown_by(self, observed: dict) -> bool:
         return not compare(self.signature, observed)
@@ -162,7 +166,8 @@ class KnownIssue:
         return self.window.contains(release)
 
     def status(self, release: str) -> str:
-        return self.window.status(release)
+        fix = f"; the rig's fix: {', '.join(self.fix)}" if self.fix and self.applies_to(release) else ""
+        return self.window.status(release) + fix
 
 
 @dataclass(frozen=True)
@@ -254,7 +259,12 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
                            _regexes(raw.get("allow_dmesg"), f"{path}: known issue {raw.get('id')}: allow_dmesg"),
                            str(raw.get("semantics", "merged")), str(raw.get("changes_machine") or ""),
                            _regexes(raw.get("splats"), f"{path}: known issue {raw.get('id')}: splats"),
-                           " ".join(str(raw.get("with_patch") or "").split()), str(raw.get("with_config") or ""))
+                           " ".join(str(raw.get("with_patch") or "").split()), str(raw.get("with_config") or ""),
+                           tuple(str(f) for f in raw.get("fix") or ()), " ".join(str(raw.get("upstream") or "").split()))
+        missing = [f for f in issue.fix if not (REPO_ROOT / f).is_file()]
+        if missing:
+            raise ConfigError(f"{path}: known issue {issue.id}: 'fix' names {', '.join(missing)}, which is not a file "
+                              f"of the rig (paths are relative to {REPO_ROOT})")
         if issue.with_config and not re.fullmatch(r"CONFIG_[A-Z0-9_]+", issue.with_config):
             raise ConfigError(f"{path}: known issue {issue.id}: 'with_config' must be an option name such as "
                               f"CONFIG_PROVE_LOCKING, got {issue.with_config!r}")

@@ -1,19 +1,18 @@
 """Mainline 7.3 end to end: Debian's linux-source-7.3 fetched from the archive by the rig (its own apt state),
-built, and the whole suite run on it with the expectations chosen from its `make kernelrelease`; then the 7.3
-zeroing fix flips leak.data_after_free from XFAIL to XPASS. The first run on a fresh machine downloads 167 MB
+built, and the whole suite run on it with the expectations chosen from its `make kernelrelease` (its fixes:
+tests/vm/test_fixes.py). The first run on a fresh machine downloads 167 MB
 and builds the kernel cold (about 9 minutes on 2 cores); later runs reuse the cache."""
 import os
 
 import pytest
 
-from conftest import ROOT, run_pipeline
+from conftest import run_pipeline
 
 # P2PDMA_RIG_LINUX73=0 skips it (a quicker make test on a machine that has never built 7.3)
 pytestmark = [pytest.mark.vm, pytest.mark.skipif(os.environ.get("P2PDMA_RIG_LINUX73") == "0",
                                                  reason="P2PDMA_RIG_LINUX73=0: 7.3 end to end skipped")]
 
 SOURCE = "debian:7.3"
-FIX_73 = ROOT / "patches" / "fixes" / "linux-7.3" / "0001-PCI-P2PDMA-Clear-p2pmem-before-mapping-it-to-userspa.patch"
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +67,3 @@ def test_every_difference_from_612_is_explained(run73):
         assert cases[cid]["verdict"] == "xfail" and cases[cid]["known_issue"].startswith("qemu-cmb-sgl-segment")
     assert cases["nvme.admin_identify_into_p2pmem"]["known_issue"] == "admin-p2p-refusal-einval"
     assert not [c["id"] for c in data["cases"] if c["id"].startswith("kernel.console") and c["verdict"] != "pass"]
-
-
-@pytest.mark.timeout(3600)
-def test_73_zeroing_fix_flips_the_leak_case(tmp_path):
-    r = run_pipeline(tmp_path / "fixed", source=SOURCE, patches=[FIX_73], select=["leak.data_after_free"])
-    assert r.exit_code == 0, r.summary[-2000:] + r.log[-2000:]
-    data = r.data
-    assert data["cases"][0]["verdict"] == "xpass"
-    assert data["manifest"]["kernel"]["patches"][0]["subject"] == \
-        "[PATCH] PCI/P2PDMA: Clear p2pmem before mapping it to userspace"
