@@ -114,32 +114,27 @@ class TopologyConfig:
     smp: int = 0
 
 
+def _rootbus(cpu: str, description: str) -> TopologyConfig:
+    """The provider and a peer NVMe on the root complex: what P2P does there depends on the CPU model alone."""
+    return TopologyConfig(smp=1, cpu=cpu, nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)), description=description)
+
+
 DEFAULT_TOPOLOGIES = {
     "switch": TopologyConfig(
         smp=1,
         nvme=(NvmeConfig(attach="switch"), NvmeConfig(cmb_size_mb=0, attach="switch")),
         description="provider and a peer NVMe under one PCIe switch (no ACS in QEMU): P2P works"),
-    "rootbus-intel": TopologyConfig(
-        smp=1,
-        cpu="Nehalem", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
-        description="provider and peer on the root complex, Intel CPU model: P2P refused (host bridge not whitelisted)"),
-    "rootbus-amd": TopologyConfig(
-        smp=1,
-        cpu="EPYC", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
-        description="provider and peer on the root complex, AMD family 0x17 CPU model: P2P through the host bridge"),
+    "rootbus-intel": _rootbus("Nehalem",
+        "provider and peer on the root complex, Intel CPU model: P2P refused (host bridge not whitelisted)"),
+    "rootbus-amd": _rootbus("EPYC",
+        "provider and peer on the root complex, AMD family 0x17 CPU model: P2P through the host bridge"),
     # -xsave: with Opteron_G5's XSAVE under TCG (AVX filtered out) Linux hangs in its FPU setup at boot
-    "rootbus-opteron": TopologyConfig(
-        smp=1,
-        cpu="Opteron_G5,-xsave", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
-        description="as rootbus-amd with an AMD family 0x15 CPU model (pre-Zen): P2P refused"),
-    "rootbus-milan": TopologyConfig(
-        smp=1,
-        cpu="EPYC-Milan", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
-        description="as rootbus-amd with an AMD family 0x19 CPU model (Zen 3): P2P through the host bridge"),
-    "rootbus-hygon": TopologyConfig(
-        smp=1,
-        cpu="Dhyana", nvme=(NvmeConfig(), NvmeConfig(cmb_size_mb=0)),
-        description="as rootbus-amd with a Hygon family 0x18 CPU model: P2P refused (only AMD's vendor is trusted)"),
+    "rootbus-opteron": _rootbus("Opteron_G5,-xsave",
+        "as rootbus-amd with an AMD family 0x15 CPU model (pre-Zen): P2P refused"),
+    "rootbus-milan": _rootbus("EPYC-Milan",
+        "as rootbus-amd with an AMD family 0x19 CPU model (Zen 3): P2P through the host bridge"),
+    "rootbus-hygon": _rootbus("Dhyana",
+        "as rootbus-amd with a Hygon family 0x18 CPU model: P2P refused (only AMD's vendor is trusted)"),
     "hotplug": TopologyConfig(
         nvme=(NvmeConfig(attach="root-port"),),
         description="the provider on its own hot-pluggable root port, for QMP device_del"),
