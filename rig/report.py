@@ -9,6 +9,7 @@ from html import escape
 from pathlib import Path
 
 from rig import behaviour_doc
+from rig.judge import console_case_id
 from rig.model import FAILING, VERDICTS, BootRecord, CaseResult, RunManifest, RunRecord
 from rig.results import read_run
 EXIT_MEANING = {0: "every case passed", 1: "a case failed or could not run", 2: "harness or configuration error",
@@ -369,7 +370,7 @@ def write_report(run_dir: Path | str) -> Path:
 # ---------------------------------------------------------------- diffs
 def diff_runs(run_a: Path | str, run_b: Path | str) -> list[dict]:
     """Cases whose verdict differs between two runs, in run A's order then run B's; a case present in one run
-    only counts as changed, with verdict "-" on the other side. Each change carries what explains each side's
+    only counts as changed, with verdict "-" on the other side (but a boot's clean console). Each change carries what explains each side's
     verdict (`why_a`, `why_b`: reason, mismatches, splats; empty for a pass or an absent case)."""
     ca = {c.id: c for c in read_run(run_a).cases}
     cb = {c.id: c for c in read_run(run_b).cases}
@@ -377,6 +378,10 @@ def diff_runs(run_a: Path | str, run_b: Path | str) -> list[dict]:
     for i in list(ca) + [i for i in cb if i not in ca]:
         a, b = ca.get(i), cb.get(i)
         va, vb = (a.verdict.value if a else "-"), (b.verdict.value if b else "-")
+        # boots are numbered as they come (a machine booted ahead and not used, a second boot after a crash):
+        # a clean console of a boot the other run did not number so is no change of verdict
+        if i.startswith(console_case_id(0)[:-1]) and {va, vb} == {"pass", "-"}:
+            continue
         if va != vb:
             out.append({"id": i, "verdict_a": va, "verdict_b": vb, "why_a": why(a), "why_b": why(b)})
     return out

@@ -464,3 +464,19 @@ def test_cli_exit_codes_and_output(tmp_path, capsys):
     assert rig("report", str(d)) == 0
     assert capsys.readouterr().out == f"{d / 'report.html'}\n" and (d / "report.html").is_file()
     assert rig("report", str(tmp_path / "missing")) == 2
+
+
+def test_a_clean_console_of_a_boot_numbered_otherwise_is_no_change(tmp_path):
+    """Two runs of one kernel may number their boots differently (a machine booted ahead and not used): a boot's
+    passing console on one side only is no verdict change; a failing one is."""
+    renumbered = tmp_path / "renumbered"
+    shutil.copytree(BASE_RUN, renumbered)
+    data = json.loads((renumbered / "results.json").read_text())
+    [console] = [c for c in data["cases"] if c["id"] == "kernel.console.boot-1"]
+    console["id"] = "kernel.console.boot-7"
+    (renumbered / "results.json").write_text(json.dumps(data))
+    assert diff_runs(BASE_RUN, renumbered) == []
+    console["verdict"], console["reason"] = "fail", "kernel splat outside the cases: WARNING in x (outside every case)"
+    (renumbered / "results.json").write_text(json.dumps(data))
+    assert [(c["id"], c["verdict_a"], c["verdict_b"]) for c in diff_runs(BASE_RUN, renumbered)] == [
+        ("kernel.console.boot-7", "-", "fail")]
