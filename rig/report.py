@@ -370,8 +370,9 @@ def write_report(run_dir: Path | str) -> Path:
 # ---------------------------------------------------------------- diffs
 def diff_runs(run_a: Path | str, run_b: Path | str) -> list[dict]:
     """Cases whose verdict differs between two runs, in run A's order then run B's; a case present in one run
-    only counts as changed, with verdict "-" on the other side (but a boot's clean console). Each change carries what explains each side's
-    verdict (`why_a`, `why_b`: reason, mismatches, splats; empty for a pass or an absent case)."""
+    only counts as changed, with verdict "-" on the other side (but for a boot's clean console). Each change
+    carries what explains each side's verdict (`why_a`, `why_b`: reason, mismatches, splats; empty for a pass
+    or an absent case)."""
     ca = {c.id: c for c in read_run(run_a).cases}
     cb = {c.id: c for c in read_run(run_b).cases}
     out = []
