@@ -375,9 +375,9 @@ def load_race_known_issues(path: Path = EXPECTATIONS_FILE, scenarios: tuple[str,
         where = f"{path}: {key[:-1].replace('_', ' ')} {raw.get('id') if isinstance(raw, dict) else raw!r}"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} must be a mapping")
-        unknown = set(raw) - RACE_KNOWN_ISSUE_KEYS - ({"scenarios"} if boot else set())
-        if unknown or (boot and "scenarios" in raw):
-            raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown | ({'scenarios'} & set(raw) if boot else set())))}")
+        unknown = set(raw) - (RACE_KNOWN_ISSUE_KEYS - {"scenarios"} if boot else RACE_KNOWN_ISSUE_KEYS)
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
         missing = [k for k in ("id", "splat", "reason", "seen_in") + (() if boot else ("scenarios",)) if not raw.get(k)]
         if missing:
             raise ConfigError(f"{where} needs {', '.join(missing)}")

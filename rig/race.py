@@ -177,6 +177,7 @@ class Race:
         self.progress = progress or Progress("race")
         self.racer = compile_racer(kernel, run_dir / "racer")
         self.known_issues = load_race_known_issues(scenarios=SCENARIOS + SELFTESTS)
+        self.boot_issues = load_boot_known_issues()
         self.release = kernel.manifest.kernelrelease
         # on the seed's v3 series the workers map /dev/nvmeN, as the probes do on that design
         self.memory_env = f"P2PDMA_MEMORY={MEMORY_OF[kernel.manifest.p2pmem_semantics]} "
@@ -328,7 +329,7 @@ class Race:
         out = []
         for b in self.session.boots:
             verdict, failure, stray = judge_race_console(b, {s.line for r in results if r.boot == b.boot
-                                                             for s in r.splats}, load_boot_known_issues(),
+                                                             for s in r.splats}, self.boot_issues,
                                                          self.release)
             self.session.decode([s for s in stray if s.counts])
             if stray:

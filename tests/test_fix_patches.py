@@ -15,8 +15,7 @@ PATCHES = sorted(FIXES.glob("*/*.patch"))
 
 
 def series_entries(series):
-    return [(series.parent / ln.strip()).resolve() for ln in series.read_text().splitlines()
-            if ln.strip() and not ln.startswith("#")]
+    return [p.source_file for p in read_patches([series])]
 
 
 def test_every_patch_is_in_a_series_and_every_entry_exists():

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import ROOT, run_pipeline
 from rig.expectations import load_expectations
+from rig.sources import read_patches
 
 pytestmark = pytest.mark.vm
 
@@ -19,8 +20,7 @@ SERIES = {"debian:6.12": FIXES / "series-6.12", "debian:7.3": FIXES / "series-7.
 
 
 def series_patches(series: Path) -> set[str]:
-    return {str((series.parent / ln.strip()).relative_to(ROOT)) for ln in series.read_text().splitlines()
-            if ln.strip() and not ln.startswith("#")}
+    return {str(p.source_file.relative_to(ROOT)) for p in read_patches([series])}
 
 
 def fixed_issues(series: Path) -> dict[str, object]:
