@@ -12,8 +12,9 @@ DEB_PACKAGES := qemu-system-x86 qemu-utils linux-source-6.12 build-essential fle
 	libelf-dev libssl-dev cpio kmod xz-utils rsync ccache mmdebstrap e2fsprogs openssh-client python3-venv \
 	patch git procps libncurses-dev lz4
 # Only `make test` needs these: headless Chromium renders report.html; actionlint runs shellcheck on the
-# workflow's `run:` scripts.
-TEST_DEB_PACKAGES := chromium shellcheck
+# workflow's `run:` scripts; the kernel's checkpatch.pl checks patches/fixes/ with perl's full module set
+# (build-essential brings it through dpkg-dev; named so that nothing relies on that).
+TEST_DEB_PACKAGES := chromium shellcheck perl
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
