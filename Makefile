@@ -18,7 +18,7 @@ TEST_DEB_PACKAGES := chromium shellcheck perl
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test unit bench flaky captures deps test-deps system-deps test-system-deps apt-install clean-venv help
+.PHONY: run test unit bench flaky races captures deps test-deps system-deps test-system-deps apt-install clean-venv help
 
 help:
 	@echo "make run    build kernel + image, boot QEMU, run the probes (ARGS='-k mmap' to pass rig options)"
@@ -26,6 +26,7 @@ help:
 	@echo "make unit   host unit tests only (seconds, no VM)"
 	@echo "make bench  measure build/boot/run times into BENCHMARKS.md"
 	@echo "make flaky  5 full runs + 5 shuffled runs of the clean kernel into BENCHMARKS.md (flakiness)"
+	@echo "make races  time to the first report: aimed race scenarios and planted bugs, into BENCHMARKS.md"
 	@echo "make captures  re-record tests/data/splats/ (one real console per splat pattern; capture kernel, ~20 min cold)"
 
 deps: system-deps $(VENV)/.installed
@@ -70,6 +71,9 @@ bench: deps
 # five full runs in table order and five shuffled, into BENCHMARKS.md's "Flakiness" section (about 20 min)
 flaky: deps
 	$(BIN)/python -m rig.bench flakiness
+
+races: deps
+	$(BIN)/python -m rig.bench races
 
 # one real console per splat pattern of rig/console.py, from the `capture` kernel (LKDTM, UBSAN, KFENCE on top
 # of the debug profile); ARGS='bug panic' records only those

@@ -113,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
     race.add_argument("--seed", type=int, help="seed of every random choice (default: a new one, printed)")
     race.add_argument("--hang-s", type=float, default=60.0,
                       help="no progress and no answer for this long = a hung guest (default 60)")
+    race.add_argument("--until-hit", action="store_true",
+                      help="end each scenario at its first report, a known issue's too (time to hit)")
     race.add_argument("--out", metavar="DIR", help="race directory (default: out/race-<id>)")
 
     cli_report.add_parsers(sub)
@@ -214,7 +216,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 def cmd_race(args: argparse.Namespace) -> int:
     request = pipeline.race_request(args.config, _flags(args), args.scenario, args.seconds, args.workers, args.seed,
-                                    args.cycles, args.hang_s, args.out, args.keep_disks)
+                                    args.cycles, args.hang_s, args.out, args.keep_disks, args.until_hit)
     spec = request.spec
     print(f"rig race: seed {spec.seed}; scenarios {', '.join(spec.scenarios)}; {spec.seconds:g}s each, "
           f"{spec.workers} workers, kernel profile {request.run.config.kernel.profile}", flush=True)
@@ -223,6 +225,8 @@ def cmd_race(args: argparse.Namespace) -> int:
     if outcome.disks:
         print(f"disks kept (--keep-disks): {outcome.disks}")
     print(f"race results: {outcome.run_dir / 'race.json'}")
+    for repro in sorted(outcome.run_dir.glob("repro-*/README.md")):
+        print(f"standalone reproducer: {repro.parent} (README.md: how to run it without the rig)")
     failed = outcome.failed
     if failed is not None:
         print(f"FAILED in {failed.scenario}: {failed.outcome}; everything is kept in {outcome.run_dir}")

@@ -261,10 +261,7 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
                            _regexes(raw.get("splats"), f"{path}: known issue {raw.get('id')}: splats"),
                            " ".join(str(raw.get("with_patch") or "").split()), str(raw.get("with_config") or ""),
                            tuple(str(f) for f in raw.get("fix") or ()), " ".join(str(raw.get("upstream") or "").split()))
-        missing = [f for f in issue.fix if not (REPO_ROOT / f).is_file()]
-        if missing:
-            raise ConfigError(f"{path}: known issue {issue.id}: 'fix' names {', '.join(missing)}, which is not a file "
-                              f"of the rig (paths are relative to {REPO_ROOT})")
+        _check_fix_paths(issue.fix, f"{path}: known issue {issue.id}")
         if issue.with_config and not re.fullmatch(r"CONFIG_[A-Z0-9_]+", issue.with_config):
             raise ConfigError(f"{path}: known issue {issue.id}: 'with_config' must be an option name such as "
                               f"CONFIG_PROVE_LOCKING, got {issue.with_config!r}")
@@ -337,8 +334,15 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
     return out
 
 
+def _check_fix_paths(fix: tuple[str, ...], where: str) -> None:
+    missing = [f for f in fix if not (REPO_ROOT / f).is_file()]
+    if missing:
+        raise ConfigError(f"{where}: 'fix' names {', '.join(missing)}, which is not a file of the rig (paths are "
+                          f"relative to {REPO_ROOT})")
+
+
 RACE_KNOWN_ISSUE_KEYS = {"id", "scenarios", "splat", "reason", "seen_in", "since", "since_change", "fixed_in",
-                         "fix_commit"}
+                         "fix_commit", "fix", "upstream", "median_hit_s"}
 
 
 @dataclass(frozen=True)
@@ -352,12 +356,26 @@ class RaceKnownIssue:
     splat: str
     reason: str
     window: VersionWindow = VersionWindow()
+    fix: tuple[str, ...] = ()  # as KnownIssue.fix
+    upstream: str = ""
+    # the median time from the start of its first scenario (the one aimed at it) to its report, on the default
+    # profile (BENCHMARKS.md): a run of that scenario that never hits it says how many times that it ran
+    median_hit_s: float = 0.0
 
     def matches(self, scenario: str, title: str, release: str) -> bool:
         return scenario in self.scenarios and self.window.contains(release) and re.fullmatch(self.splat, title) is not None
 
     def status(self, release: str) -> str:
-        return f"{self.id}: {self.window.status(release)}"
+        fix = f"; the rig's fix: {', '.join(self.fix)}" if self.fix and self.window.contains(release) else ""
+        return f"{self.id}: {self.window.status(release)}{fix}"
+
+    def unseen(self, scenario: str, seconds: float, release: str) -> str:
+        """What a run of `scenario` for `seconds` without this issue's report says about it, "" if nothing:
+        only the scenario aimed at it, with a measured median, on a kernel the issue is known in, tells."""
+        if not (self.median_hit_s and self.scenarios[0] == scenario and self.window.contains(release)):
+            return ""
+        return (f"{self.id}: not seen in {seconds:g} s of {scenario}; median time to hit {self.median_hit_s:g} s "
+                f"({seconds / self.median_hit_s:.0f}x)")
 
 
 def load_race_known_issues(path: Path = EXPECTATIONS_FILE, scenarios: tuple[str, ...] = (),
@@ -385,9 +403,15 @@ def load_race_known_issues(path: Path = EXPECTATIONS_FILE, scenarios: tuple[str,
         if bad:
             raise ConfigError(f"{where} names unknown scenario(s) {', '.join(bad)}")
         _check_window(raw, where)
+        fix = tuple(str(f) for f in raw.get("fix") or ())
+        _check_fix_paths(fix, where)
+        median = raw.get("median_hit_s", 0.0)
+        if not isinstance(median, (int, float)) or median < 0:
+            raise ConfigError(f"{where}: median_hit_s must be a number of seconds, got {median!r}")
         out.append(RaceKnownIssue(str(raw["id"]), ("boot",) if boot else tuple(raw["scenarios"]),
                                   _regexes([raw["splat"]], where)[0], " ".join(str(raw["reason"]).split()),
-                                  VersionWindow(**_window(raw))))
+                                  VersionWindow(**_window(raw)), fix, " ".join(str(raw.get("upstream", "")).split()),
+                                  float(median)))
     return out
 
 

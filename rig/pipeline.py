@@ -576,13 +576,13 @@ class RaceRequest:
 
 def race_request(config_file: str | None, flags: Flags, scenarios: list[str], seconds: float, workers: int,
                  seed: int | None, cycles: int = 0, hang_s: float = 60.0, out: str | Path | None = None,
-                 keep_disks: bool = False) -> RaceRequest:
+                 keep_disks: bool = False, until_hit: bool = False) -> RaceRequest:
     """`rig race`: races are hunted on the debug profile (KASAN, lockdep...) unless --profile says otherwise."""
     from rig.race import SCENARIO_TOPOLOGY, parse_spec
 
     if not flags.profile:
         flags = dataclasses.replace(flags, profile="debug")
-    spec = parse_spec(scenarios, seconds, workers, seed, cycles, hang_s)
+    spec = parse_spec(scenarios, seconds, workers, seed, cycles, hang_s, until_hit)
     cfg = load_run_config(config_file, flags)
     check_run(cfg, flags.given(), sorted({SCENARIO_TOPOLOGY.get(s, "default") for s in spec.scenarios}))
     run_dir = new_run_dir(cfg, out, "race-")
@@ -611,7 +611,7 @@ class RaceOutcome:
 
 
 def run_race(request: RaceRequest, stream: TextIO | None = None) -> RaceOutcome:
-    from rig.race import Race, write_race
+    from rig.race import Race, write_race, write_reproducer
 
     r, spec = request.run, request.spec
     prepared = prepare(r.config, stream=stream)
@@ -624,5 +624,10 @@ def run_race(request: RaceRequest, stream: TextIO | None = None) -> RaceOutcome:
     scenarios = [failed.scenario] if failed and failed.scenario in spec.scenarios else list(spec.scenarios)
     reproduce = shlex.join(r.reproduce(prepared.spec, "race", spec.arguments(scenarios)))
     cmdlines = [p.read_text() for p in sorted(r.run_dir.glob("boot-*/qemu-cmdline.txt"))]
+    # every scenario that saw a report leaves a reproducer that needs neither Python nor the rig in the guest
+    boot_line = shlex.join(r.reproduce(prepared.spec, "boot"))
+    for x in results:
+        if x.splats and x.scenario in spec.scenarios:
+            write_reproducer(r.run_dir / f"repro-{x.scenario}", x, spec, prepared.kernel, boot_line)
     data = write_race(r.run_dir, spec, results, prepared.kernel, reproduce, cmdlines)
     return RaceOutcome(r.run_dir, results, data, race.session.disks if r.keep_disks else None)

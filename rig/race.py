@@ -32,7 +32,8 @@ from rig.vm import RunningVM
 
 RACER_SOURCE = REPO_ROOT / "guest-tests" / "race" / "racer.c"
 SCENARIOS = ("unbind-mapped", "fork-unbind", "rebind-cycles", "mmap-munmap", "munmap-odirect", "odirect-unbind",
-             "gup-unbind", "gupfast-unbind", "inflight-peer", "surprise-removal", "unbind-held-open")
+             "gup-unbind", "gupfast-unbind", "inflight-peer", "surprise-removal", "unbind-held-open", "mmap-count",
+             "sysfs-readers", "grab-at-bind")
 # scenarios that need another machine (rig.yaml `topologies`); the rest run on the default one
 SCENARIO_TOPOLOGY = {"inflight-peer": "switch-slow", "surprise-removal": "hotplug"}
 # break the kernel on purpose to prove the detectors (run only when named)
@@ -49,6 +50,7 @@ class RaceSpec:
     hang_s: float = 60.0
     hung_task_timeout_s: int = 30
     cycles: int = 0  # > 0: stop a scenario after this many unbind/rebind cycles (or when its time is up)
+    until_hit: bool = False  # end a scenario at its first report, a known issue's too (time-to-hit figures)
 
     def arguments(self, scenarios: list[str] | None = None) -> list[str]:
         """`rig race`'s own options that replay these scenarios with this seed (the kernel's and the machine's
@@ -59,6 +61,8 @@ class RaceSpec:
             args += ["--cycles", str(self.cycles)]
         if self.hang_s != 60.0:
             args += ["--hang-s", f"{self.hang_s:g}"]
+        if self.until_hit:
+            args += ["--until-hit"]
         return args
 
 
@@ -75,6 +79,8 @@ class ScenarioResult:
     decoded: str = ""
     known: list[str] = field(default_factory=list)  # the known issues it hit, with their status
     failure: str = ""  # how a FAIL went wrong: judge.RACE_FAILURES (invariant, splat, hang, crash)
+    first_hit_s: float | None = None  # from the scenario's start to its first report (kernel timestamps)
+    unseen: list[str] = field(default_factory=list)  # race known issues aimed at it that it ran without
 
     @property
     def failed(self) -> bool:
@@ -106,7 +112,7 @@ class ScenarioResult:
 
 
 def parse_spec(scenarios: list[str], seconds: float, workers: int, seed: int | None, cycles: int = 0,
-               hang_s: float = 60.0) -> RaceSpec:
+               hang_s: float = 60.0, until_hit: bool = False) -> RaceSpec:
     unknown = [s for s in scenarios if s not in SCENARIOS + SELFTESTS]
     if unknown:
         raise ConfigError(f"unknown race scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
@@ -119,13 +125,14 @@ def parse_spec(scenarios: list[str], seconds: float, workers: int, seed: int | N
     if not hang_s > 0:
         raise ConfigError(f"--hang-s {hang_s:g}: how long without progress means a hung guest; give seconds above 0")
     return RaceSpec(tuple(scenarios or SCENARIOS), seconds, workers,
-                    seed if seed is not None else random.SystemRandom().randrange(1, 2**31), hang_s, 30, cycles)
+                    seed if seed is not None else random.SystemRandom().randrange(1, 2**31), hang_s, 30, cycles,
+                    until_hit)
 
 
-def compile_racer(kernel: KernelBuild, out: Path) -> Path:
+def compile_racer(kernel: KernelBuild, out: Path, source: Path = RACER_SOURCE) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     # the probes' flags: racer.c shares guest-tests/lib/p2p.h with them, whose helpers it uses only in part
-    cmd = ["gcc", "-static", *CFLAGS, "-pthread", "-I", str(kernel.headers), "-o", str(out), str(RACER_SOURCE)]
+    cmd = ["gcc", "-static", *CFLAGS, "-pthread", "-I", str(kernel.headers), "-o", str(out), str(source)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise BuildError(f"racer.c does not compile:\n{r.stderr[-2000:]}")
@@ -236,6 +243,12 @@ class Race:
             # a known bug's report does not stop the scenario: its invariants are still checked to the end
             if any(s.fatal or not self._known_issue(scenario, s.title) for s in found):
                 return ("crash" if any(s.fatal for s in found) or not vm.alive() else "splat"), ""
+            if found and self.spec.until_hit:  # a known issue's report: it ends the scenario as its time would
+                try:
+                    vm.run("pkill -TERM -x racer", timeout=15)
+                except GuestError:
+                    pass  # the racer's own end (or the hang watch) follows
+                return "", ""
             if not vm.alive():
                 return "crash", ""
             prog = next((m for m in map(_PROGRESS.search, reversed(text.splitlines())) if m), None)
@@ -291,12 +304,15 @@ class Race:
                 elapsed = counters.get("seconds", elapsed)
         if failure:
             time.sleep(1.0)  # let the rest of a report reach the console
-        found, _text = self.session.slice_splats(f"race.{scenario}") if vm.console else ([], "")
+        found, text = self.session.slice_splats(f"race.{scenario}") if vm.console else ([], "")
         splats = [self.session.record(s, boot, owner=f"race.{scenario}") for s in found]
         verdict, failure, hit = judge_scenario(scenario, failure, splats, self.known_issues, self.release, vm.alive())
         self.session.decode([s for s in splats if s.counts])
+        ran = counters.get("seconds", elapsed)
+        unseen = [u for k in self.known_issues if not any(s.known_issue == k.id for s in splats)
+                  for u in [k.unseen(scenario, ran, self.release)] if u] if not failure else []
         result = ScenarioResult(scenario, boot, verdict, round(elapsed, 1), counters, broken, splats, "", hit,
-                                failure)
+                                failure, first_hit_s(text, splats), unseen)
         if verdict != Verdict.PASS:  # a known bug's report leaves a tainted kernel (and a spent WARN_ON_ONCE) too
             self.session.retire(f"{scenario}: {result.outcome}")
         return result
@@ -339,13 +355,90 @@ class Race:
         return out
 
 
+_KERNEL_TS = re.compile(r"^\[\s*(\d+\.\d+)\]", re.M)
+
+
+def first_hit_s(text: str, splats: list[SplatRecord]) -> float | None:
+    """Seconds from the racer's start line to the first report of a scenario's console slice (both stamped by
+    the guest kernel), None without a report or stamps."""
+    start = re.search(r"^\[\s*(\d+\.\d+)\] p2pdma-race: start", text, re.M)
+    stamps = [float(m.group(1)) for s in splats for m in [_KERNEL_TS.search(s.text)] if m]
+    return round(min(stamps) - float(start.group(1)), 1) if start and stamps else None
+
+
 def race_summary(results: list[ScenarioResult], seed: int) -> str:
-    """One line per scenario (verdict, time, iterations, cycles and their rate, splats), then the known issues
-    each hit."""
+    """One line per scenario (verdict, time, iterations, cycles and their rate, splats, time to the first report),
+    then the known issues each hit and those its aimed scenario ran without."""
     lines = [f"{r.scenario:16s} {r.outcome:14s} {r.seconds:6.1f}s  iterations {r.counters.get('iterations', 0):7d}  "
              f"cycles {r.counters.get('cycles', 0):5d} ({r.cycles_per_s:.2f}/s)  splats {len(r.splats)}  seed {seed}"
+             + (f"  first report after {r.first_hit_s:g}s" if r.first_hit_s is not None else "")
              for r in results]
-    return "\n".join(lines + [f"XFAIL in {r.scenario}: known issue {k}" for r in results for k in r.known])
+    return "\n".join(lines + [f"XFAIL in {r.scenario}: known issue {k}" for r in results for k in r.known]
+                     + [f"PASS in {r.scenario}: known issue {u}" for r in results for u in r.unseen])
+
+
+P2P_HEADER = REPO_ROOT / "guest-tests" / "lib" / "p2p.h"
+
+
+def reproducer_source(scenario: str, spec: RaceSpec, memory: str) -> str:
+    """racer.c as one file (guest-tests/lib/p2p.h inlined) whose main() runs this scenario's schedule with this
+    seed when given no arguments, and watches the kernel log itself."""
+    racer = RACER_SOURCE.read_text()
+    include = '#include "../lib/p2p.h"\n'
+    if include not in racer:
+        raise BuildError(f"{RACER_SOURCE} no longer includes {include.strip()}: the reproducer cannot inline it")
+    head = (f"/* Standalone reproducer written by p2pdma-rig: race scenario {scenario}, seed {spec.seed}, "
+            f"{spec.seconds:g} s, {spec.workers} workers.\n"
+            f" * Build: gcc -static -O2 -pthread -o repro repro.c (the kernel's UAPI headers: -I <usr/include>)\n"
+            f" * Run as root in the guest, nothing else needed: ./repro   (exit 1 and a HIT line at a report) */\n"
+            f'#define REPRO_SCENARIO "{scenario}"\n#define REPRO_SEED "{spec.seed}"\n'
+            f'#define REPRO_SECONDS "{spec.seconds:g}"\n#define REPRO_WORKERS "{spec.workers}"\n'
+            f'#define REPRO_MEMORY "{memory}"\n')
+    return head + racer.replace(include, f"/* ---- inlined from guest-tests/lib/p2p.h ---- */\n{P2P_HEADER.read_text()}"
+                                          f"/* ---- end of p2p.h ---- */\n")
+
+
+def write_reproducer(out: Path, result: ScenarioResult, spec: RaceSpec, kernel: KernelBuild, boot_line: str) -> Path:
+    """A race directory's standalone reproducer of one scenario that saw a report: repro.c, the static binary
+    `repro`, the kernel's config and a README with the commands (syzkaller's C reproducers are the model)."""
+    out.mkdir(parents=True, exist_ok=True)
+    memory = MEMORY_OF[kernel.manifest.p2pmem_semantics]
+    source = out / "repro.c"
+    source.write_text(reproducer_source(result.scenario, spec, memory))
+    compile_racer(kernel, out / "repro", source)
+    (out / "kernel.config").write_bytes(kernel.config.read_bytes())
+    reports = "\n".join(f"    {s.text.splitlines()[0] if s.text else s.title}" for s in result.splats) or "    (none)"
+    hit = f" after {result.first_hit_s:g} s" if result.first_hit_s is not None else ""
+    (out / "README.md").write_text(f"""# Standalone reproducer: race scenario `{result.scenario}`, seed {spec.seed}
+
+Made by `rig race` on {kernel.manifest.kernelrelease}; the scenario ended {result.outcome}{hit} with:
+
+{reports}
+
+`repro` is `repro.c` built statically: the same workers and unbind/rebind schedule as the rig's racer for this
+scenario and seed ({spec.workers} workers, {spec.seconds:g} s), no Python, no rig needed in the guest. It watches
+the kernel log itself: at the first report (WARNING:, BUG:, a hung task, an Oops...) it prints
+`p2pdma-race: HIT after <s> s: <the report's first line>` and exits 1; without one it prints
+`p2pdma-race: no report in <s> s` and exits 0. Run it again (or with `./repro {result.scenario} SECONDS WORKERS
+SEED`) for another try: the race is a race.
+
+It needs a machine with a P2PDMA provider (an NVMe controller with a CMB: the rig's default machine), root,
+and a kernel with this configuration: `kernel.config` (the rig's build of {kernel.manifest.kernelrelease}).
+
+## With the rig
+
+    {boot_line} &
+    rig ssh -- 'cat > /root/repro && chmod +x /root/repro' < repro
+    rig ssh -- /root/repro
+
+## Without the rig
+
+Build a kernel with `kernel.config` (`make olddefconfig`), boot it where the provider is, then as root:
+
+    gcc -static -O2 -pthread -o repro repro.c
+    ./repro
+""")
+    return out
 
 
 def write_race(run_dir: Path, spec: RaceSpec, results: list[ScenarioResult], kernel: KernelBuild, reproduce: str,

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from conftest import ROOT
-from rig.expectations import load_expectations
+from rig.expectations import load_expectations, load_race_known_issues
 from rig.sources import read_patches
 
 FIXES = ROOT / "patches" / "fixes"
@@ -30,7 +30,8 @@ def test_every_patch_is_in_a_series_and_every_entry_exists():
 
 
 def test_every_patch_fixes_a_known_issue_that_names_it():
-    named = {f for e in load_expectations().values() for k in e.declared_issues for f in k.fix}
+    named = ({f for e in load_expectations().values() for k in e.declared_issues for f in k.fix}
+             | {f for k in load_race_known_issues() for f in k.fix})
     assert {str(p.relative_to(ROOT)) for p in PATCHES} == named
 
 
@@ -41,6 +42,6 @@ def test_each_patch_is_written_for_submission(patch):
     text = patch.read_text()
     message = text.split("\n---\n", 1)[0]
     assert "Signed-off-by:" not in message
-    assert re.search(r"p2pdma-rig\s+cases?\s", message)  # the reproducer
+    assert re.search(r"p2pdma-rig\s+(cases?|race\s+scenarios?)\s", message)  # the reproducer
     for tag in re.findall(r"^Fixes: .*$", message, re.M):
         assert re.fullmatch(r'Fixes: [0-9a-f]{12} \("[^"]+"\)', tag), tag

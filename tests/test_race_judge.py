@@ -35,7 +35,9 @@ def test_a_known_bug_only_is_xfail_and_names_the_issue():
     found = reports()
     verdict, failure, hit = judge(found=found)
     assert (verdict, failure) == (Verdict.XFAIL, "")
-    assert hit == ["kernfs-mmap-count-race: known issue, still present in 6.12.117 (seen in 6.12.117)"]
+    assert hit == ["kernfs-mmap-count-race: known issue, still present in 6.12.117 (seen in 6.12.117, 6.12.118, "
+                   "7.3.4); the rig's fix: patches/fixes/common/0004-kernfs-Count-mmapped-open-files-with-an-atomic_t"
+                   ".patch"]
     assert found[0].standing is Standing.KNOWN_ISSUE and found[0].known_issue == "kernfs-mmap-count-race"
 
 
@@ -88,3 +90,21 @@ def test_bad_race_known_issues_are_rejected(tmp_path, entry, message):
     p.write_text(yaml.safe_dump({"cases": {}, "race_known_issues": [entry]}))
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_race_known_issues(p, SCENARIOS)
+
+
+def test_a_run_of_the_aimed_scenario_without_the_report_says_how_long_against_the_median():
+    [issue] = [k for k in KNOWN if k.id == "kernfs-mmap-count-race"]
+    aimed = issue.scenarios[0]
+    assert aimed == "mmap-count" and issue.median_hit_s > 0
+    note = issue.unseen(aimed, 10 * issue.median_hit_s, "6.12.118")
+    assert note.startswith("kernfs-mmap-count-race: not seen in ") and note.endswith("(10x)")
+    # another scenario, or a kernel outside the issue's window, says nothing
+    assert issue.unseen("unbind-mapped", 600, "6.12.118") == ""
+
+
+def test_the_time_to_the_first_report_comes_from_the_kernel_stamps():
+    from rig.race import first_hit_s
+
+    text = "[    2.536537] p2pdma-race: start scenario=mmap-count seconds=60\n" + reports()[0].text
+    assert first_hit_s(text, reports()) == round(float(reports()[0].text[1:13]) - 2.536537, 1)
+    assert first_hit_s("no start line", reports()) is None and first_hit_s(text, []) is None

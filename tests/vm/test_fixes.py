@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_pipeline
-from rig.expectations import load_expectations
+from conftest import ROOT, run_pipeline, run_rig
+from rig.expectations import load_expectations, load_race_known_issues
 from rig.sources import read_patches
 
 pytestmark = pytest.mark.vm
@@ -75,3 +75,16 @@ def test_the_612_series_ends_lockdeps_report_on_the_debug_profile(tmp_path):
     [case] = [c for c in r.data["cases"] if c["id"] == "nvme.function_reset_while_mapped"]
     assert case["verdict"] == "xpass" and case["known_issue"] == "nvme-reset-freeze-lockdep", r.summary[-2000:]
     assert r.exit_code == 0
+
+
+@pytest.mark.timeout(900)
+def test_with_the_series_the_aimed_race_scenario_runs_ten_times_its_median_without_the_race():
+    """The kernfs count race: its aimed scenario hits it within seconds without the fix (test_race); with the
+    6.12 series (the kernel test_the_series_... built) ten times its median time to hit passes clean."""
+    [issue] = [k for k in load_race_known_issues() if k.id == "kernfs-mmap-count-race"]
+    assert set(issue.fix) <= series_patches(SERIES["debian:6.12"])
+    seconds = 10 * issue.median_hit_s
+    r = run_rig("race", "--profile", "default", "--patch", SERIES["debian:6.12"], "--scenario", issue.scenarios[0],
+                "--seconds", f"{seconds:g}", "--seed", "1", timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"PASS in {issue.scenarios[0]}: known issue kernfs-mmap-count-race: not seen in" in r.stdout, r.stdout

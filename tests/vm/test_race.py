@@ -1,10 +1,13 @@
 """`rig race` on the real kernel: a clean short race, and each detector firing on something the guest really
 does (a WARN through gup_test, a panic through sysrq, a hung task through unbind during slowed peer I/O)."""
 import json
+import subprocess
+import time
 
 import pytest
 
-from conftest import run_rig as rig
+from conftest import RIG, ROOT, run_rig as rig
+from rig.expectations import load_race_known_issues
 
 pytestmark = pytest.mark.vm
 
@@ -84,3 +87,70 @@ def test_surprise_removal_through_qmp_while_workers_map(tmp_path):
     assert all(s["allowed"] for s in result["splats"]) and bool(result["known"]) == bool(result["splats"])
     assert result["counters"]["cycles"] >= 1  # device_del + device_add done
     assert result["counters"]["available_end"] == result["counters"]["baseline"]
+
+
+def _boot(out):
+    """`rig boot` as the reproducer's README runs it, up to its "VM up" line."""
+    proc = subprocess.Popen(RIG + ["boot", "--profile", "default", "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, deadline = "", time.monotonic() + 180
+    while time.monotonic() < deadline and "VM up" not in seen:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    assert "VM up" in seen, seen
+    return proc
+
+
+@pytest.mark.timeout(900)
+def test_the_aimed_scenario_hits_the_kernfs_race_and_its_reproducer_hits_it_alone(tmp_path):
+    [issue] = [k for k in load_race_known_issues() if k.id == "kernfs-mmap-count-race"]
+    assert issue.scenarios[0] == "mmap-count"
+    r, data, out = race(tmp_path, "--seconds", "60", "--seed", "1", "--until-hit", "--scenario", "mmap-count")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [result] = data["results"]
+    assert result["verdict"] == "xfail" and result["known"][0].startswith("kernfs-mmap-count-race"), result
+    assert 0 < result["first_hit_s"] < 60 and result["seconds"] < 60  # --until-hit ended it at the report
+    assert result["counters"]["available_end"] == result["counters"]["baseline"]
+    repro = out / "repro-mmap-count"
+    readme = (repro / "README.md").read_text()
+    assert "rig boot --source debian:6.12 --profile default &" in readme and "kernfs_drain_open_files" in readme
+    assert "#define REPRO_SCENARIO \"mmap-count\"" in (repro / "repro.c").read_text()
+    assert "standalone reproducer:" in r.stdout
+    # the README's commands: a guest where the rig runs nothing else, the static binary alone
+    boot = _boot(tmp_path / "boot")
+    try:
+        with open(repro / "repro", "rb") as binary:
+            put = subprocess.run(RIG + ["ssh", "--dir", str(tmp_path / "boot"), "--",
+                                        "cat > /root/repro && chmod +x /root/repro"], cwd=ROOT, stdin=binary,
+                                 capture_output=True, text=True, timeout=60)
+        assert put.returncode == 0, put.stderr
+        hit = rig("ssh", "--dir", tmp_path / "boot", "--", "/root/repro", timeout=120)
+        assert hit.returncode == 1, hit.stdout + hit.stderr
+        assert "p2pdma-race: HIT after" in hit.stdout and "kernfs_drain_open_files" in hit.stdout, hit.stdout
+    finally:
+        boot.terminate()
+        boot.wait(timeout=60)
+
+
+def test_readers_of_size_and_available_see_the_pool_or_zero_and_both_arms_run(tmp_path):
+    r, data, _out = race(tmp_path, "--seconds", "15", "--seed", "3", "--scenario", "sysfs-readers")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [result] = data["results"]
+    c = result["counters"]
+    assert result["verdict"] == "pass" and not result["broken"], result
+    assert c["cycles"] >= 10 and c["iterations"] > 10000
+    # the 0 of a NULL pdev->p2pdma at unbind, and of the pool not yet filled at bind: both arms ran
+    assert c["teardown_zeros"] > 0 and c["zeros_at_bind"] > 0, c
+
+
+def test_a_pool_taken_at_bind_sends_the_queues_to_host_memory_and_the_namespace_works(tmp_path):
+    r, data, _out = race(tmp_path, "--seconds", "20", "--seed", "3", "--scenario", "grab-at-bind")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [result] = data["results"]
+    c = result["counters"]
+    assert result["verdict"] == "pass" and not result["broken"], result
+    # the grab came first on some binds: nvme_alloc_sq_cmds() fell back to host memory, I/O still worked and no
+    # queue entry landed in the grabbed pages (the racer checks both)
+    assert c["queues_in_host"] >= 1 and c["iterations"] >= 3, c
