@@ -18,7 +18,7 @@ TEST_DEB_PACKAGES := chromium shellcheck perl
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test unit bench flaky races captures deps test-deps system-deps test-system-deps apt-install clean-venv help
+.PHONY: run test unit bench flaky races qemu-patched captures deps test-deps system-deps test-system-deps apt-install clean-venv help
 
 help:
 	@echo "make run    build kernel + image, boot QEMU, run the probes (ARGS='-k mmap' to pass rig options)"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench  measure build/boot/run times into BENCHMARKS.md"
 	@echo "make flaky  5 full runs + 5 shuffled runs of the clean kernel into BENCHMARKS.md (flakiness)"
 	@echo "make races  time to the first report: aimed race scenarios and planted bugs, into BENCHMARKS.md"
+	@echo "make qemu-patched  the installed QEMU's Debian source with patches/qemu/, built for x86_64 (~20 min)"
 	@echo "make captures  re-record tests/data/splats/ (one real console per splat pattern; capture kernel, ~20 min cold)"
 
 deps: system-deps $(VENV)/.installed
@@ -74,6 +75,13 @@ flaky: deps
 
 races: deps
 	$(BIN)/python -m rig.bench races
+
+# QEMU's NVMe bugs the rig shows (patches/qemu/): Debian's source of the installed version, patched, x86_64 only
+QEMU_BUILD_DEB_PACKAGES := dpkg-dev meson ninja-build pkg-config libglib2.0-dev libpixman-1-dev libslirp-dev \
+	zlib1g-dev python3-venv patch
+qemu-patched: deps
+	@$(MAKE) -s apt-install PACKAGES="$(QEMU_BUILD_DEB_PACKAGES)"
+	patches/qemu/build.sh
 
 # one real console per splat pattern of rig/console.py, from the `capture` kernel (LKDTM, UBSAN, KFENCE on top
 # of the debug profile); ARGS='bug panic' records only those

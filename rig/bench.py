@@ -95,16 +95,16 @@ def _race_rate(cfg, profile: str) -> tuple[str, str, str]:
 
         spec = kernel_spec(load_config(overrides={"kernel.profile": profile}))
         if not (cfg.cache_path / "kernels" / build_key(spec)).is_dir():
-            return what, f"not measured: the {profile} kernel is not built (`rig kernel --profile {profile}`)", ">= 1/s (default)"
+            return what, f"not measured: the {profile} kernel is not built (`rig kernel --profile {profile}`)", ">= 4/s (default)"
     with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-race-") as d, _log() as log:
         try:
             request = pipeline.race_request(None, pipeline.Flags(profile=profile), ["unbind-mapped"], 30, 4, 1,
                                             out=Path(d) / "race")
             res = pipeline.run_race(request, stream=log).results[0]
         except (RigError, IndexError) as e:
-            return what, f"failed to run ({e})", ">= 1/s (default)"
+            return what, f"failed to run ({e})", ">= 4/s (default)"
     return what, f"{res.cycles_per_s:.2f}/s ({res.verdict}, {res.counters.get('iterations', 0)} iterations)", \
-        ">= 1/s (default)"
+        ">= 4/s (default)"
 
 
 def _warm_run(what: str, flags: pipeline.Flags = pipeline.Flags()) -> tuple[str, str, str]:
@@ -227,9 +227,10 @@ SEEDED_RACES = (("0001-seeded-race-drop-a-page-reference.patch", "unbind-mapped"
                 ("0004-seeded-race-drop-the-NULL-check.patch", "unbind-mapped", "default"))
 
 
-def _first_report(flags: pipeline.Flags, scenario: str, seed: int, seconds: float) -> tuple[str, str]:
+def _first_report(flags: pipeline.Flags, scenario: str, seed: int, seconds: float,
+                  planted: bool = False) -> tuple[str, str]:
     """`rig race --until-hit` of one scenario and seed: (the time to its first report or what happened, the
-    report's title or the broken invariant)."""
+    report's title or the broken invariant). For a `planted` bug a known issue's report is not the one sought."""
     with tempfile.TemporaryDirectory(prefix="p2pdma-rig-bench-race-") as d, _log() as log:
         try:
             request = pipeline.race_request(None, flags, [scenario], seconds, 4, seed, out=Path(d) / "race",
@@ -238,7 +239,7 @@ def _first_report(flags: pipeline.Flags, scenario: str, seed: int, seconds: floa
         except (RigError, IndexError) as e:
             return "did not run", str(e)[:200]
     what = "; ".join(sorted({s.title for s in res.splats})) or (res.broken[0][:160] if res.broken else "")
-    if res.first_hit_s is not None and res.verdict == Verdict.XFAIL:  # a bug the rig already knows, not the one sought
+    if res.first_hit_s is not None and planted and res.verdict == Verdict.XFAIL:  # a bug the rig already knows
         return f"known issue after {res.first_hit_s:g} s", what
     if res.first_hit_s is not None:
         return f"{res.first_hit_s:g} s", what
@@ -268,7 +269,7 @@ def races(seeds: int = 5, seconds: float = 60) -> int:
             print(rows[-1], flush=True)
     for patch, scenario, profile in SEEDED_RACES:
         flags = pipeline.Flags(source="debian:6.12", profile=profile, patches=(str(SEEDED_RACES_DIR / patch),))
-        runs = [_first_report(flags, scenario, seed, seconds) for seed in range(1, 4)]
+        runs = [_first_report(flags, scenario, seed, seconds, planted=True) for seed in range(1, 4)]
         name = patch.split("-", 3)[3].removesuffix(".patch").replace("-", " ")
         rows.append(_race_row(f"planted: {name}", "debian:6.12", scenario, profile, runs))
         print(rows[-1], flush=True)
