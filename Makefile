@@ -78,7 +78,7 @@ races: deps
 
 # QEMU's NVMe bugs the rig shows (patches/qemu/): Debian's source of the installed version, patched, x86_64 only
 QEMU_BUILD_DEB_PACKAGES := dpkg-dev meson ninja-build pkg-config libglib2.0-dev libpixman-1-dev libslirp-dev \
-	zlib1g-dev python3-venv patch
+	zlib1g-dev libfdt-dev python3-venv patch
 qemu-patched: deps
 	@$(MAKE) -s apt-install PACKAGES="$(QEMU_BUILD_DEB_PACKAGES)"
 	patches/qemu/build.sh

@@ -32,7 +32,9 @@ def test_every_patch_is_in_a_series_and_every_entry_exists():
 def test_every_patch_fixes_a_known_issue_that_names_it():
     named = ({f for e in load_expectations().values() for k in e.declared_issues for f in k.fix}
              | {f for k in load_race_known_issues() for f in k.fix})
-    assert {str(p.relative_to(ROOT)) for p in PATCHES} == named
+    # QEMU's fixes (patches/qemu/) are named by QEMU's known issues the same way
+    qemu = {str(p.relative_to(ROOT)) for p in (ROOT / "patches" / "qemu").glob("*.patch")}
+    assert {str(p.relative_to(ROOT)) for p in PATCHES} | qemu == named
 
 
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda p: f"{p.parent.name}/{p.name[:30]}")

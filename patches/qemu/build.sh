@@ -7,7 +7,7 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${P2PDMA_RIG_CACHE:-$HOME/.cache/p2pdma-rig}
-version=$(dpkg-query -W -f='${Version}' qemu-system-x86)
+version=$(dpkg-query -W -f='${source:Version}' qemu-system-x86)  # the source's: no binNMU suffix
 key=$({ echo "$version"; cat "$here"/*.patch; } | sha256sum | cut -c1-16)
 out=$cache/qemu-patched/$key
 if [ -x "$out/qemu-system-x86_64" ]; then
@@ -49,7 +49,7 @@ for p in "$here"/*.patch; do
 done
 echo "[qemu] configuring (x86_64-softmmu only)"
 (cd "$build" && ./configure --target-list=x86_64-softmmu --disable-docs --disable-tools --disable-werror \
-	--disable-fdt --enable-slirp --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu \
+	--enable-fdt=system --enable-slirp --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu \
 	> "$build/configure.log" 2>&1) || { tail -20 "$build/configure.log"; exit 1; }
 echo "[qemu] building qemu-system-x86_64 (about 20 minutes on 2 cores; log: $build/build.log)"
 ninja -C "$build/build" qemu-system-x86_64 > "$build/build.log" 2>&1 || { tail -30 "$build/build.log"; exit 1; }
