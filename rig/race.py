@@ -312,7 +312,7 @@ class Race:
         unseen = [u for k in self.known_issues if not any(s.known_issue == k.id for s in splats)
                   for u in [k.unseen(scenario, ran, self.release)] if u] if not failure else []
         result = ScenarioResult(scenario, boot, verdict, round(elapsed, 1), counters, broken, splats, "", hit,
-                                failure, first_hit_s(text, splats), unseen)
+                                failure, time_to_first_report(text, splats), unseen)
         if verdict != Verdict.PASS:  # a known bug's report leaves a tainted kernel (and a spent WARN_ON_ONCE) too
             self.session.retire(f"{scenario}: {result.outcome}")
         return result
@@ -358,7 +358,7 @@ class Race:
 _KERNEL_TS = re.compile(r"^\[\s*(\d+\.\d+)\]", re.M)
 
 
-def first_hit_s(text: str, splats: list[SplatRecord]) -> float | None:
+def time_to_first_report(text: str, splats: list[SplatRecord]) -> float | None:
     """Seconds from the racer's start line to the first report of a scenario's console slice (both stamped by
     the guest kernel), None without a report or stamps."""
     start = re.search(r"^\[\s*(\d+\.\d+)\] p2pdma-race: start", text, re.M)

@@ -103,8 +103,8 @@ def test_a_run_of_the_aimed_scenario_without_the_report_says_how_long_against_th
 
 
 def test_the_time_to_the_first_report_comes_from_the_kernel_stamps():
-    from rig.race import first_hit_s
+    from rig.race import time_to_first_report
 
     text = "[    2.536537] p2pdma-race: start scenario=mmap-count seconds=60\n" + reports()[0].text
-    assert first_hit_s(text, reports()) == round(float(reports()[0].text[1:13]) - 2.536537, 1)
-    assert first_hit_s("no start line", reports()) is None and first_hit_s(text, []) is None
+    assert time_to_first_report(text, reports()) == round(float(reports()[0].text[1:13]) - 2.536537, 1)
+    assert time_to_first_report("no start line", reports()) is None and time_to_first_report(text, []) is None
