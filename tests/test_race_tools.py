@@ -50,3 +50,15 @@ def test_the_races_section_replaces_itself_and_keeps_the_others(tmp_path, monkey
     assert text.count(bench.RACES_HEADING) == 1 and "second" in text and "row one" not in text
     assert text.index("| a | b |") < text.index(bench.RACES_HEADING) < text.index("## Flakiness")
     assert "flaky rows" in text and "## Inner loop" in text
+
+
+@pytest.mark.parametrize("scenarios, profile", [(["mmap-count"], "default"), (["unbind-mapped"], "debug"),
+                                                (["mmap-count", "unbind-mapped"], "debug"), ([], "debug")])
+def test_a_race_of_aimed_scenarios_only_runs_where_their_median_was_measured(tmp_path, scenarios, profile):
+    from rig import pipeline
+
+    request = pipeline.race_request(None, pipeline.Flags(), scenarios, 10, 4, 1, out=tmp_path / "race")
+    assert request.run.config.kernel.profile == profile
+    # --profile still decides when given
+    given = pipeline.race_request(None, pipeline.Flags(profile="debug"), scenarios, 10, 4, 1, out=tmp_path / "r2")
+    assert given.run.config.kernel.profile == "debug"
