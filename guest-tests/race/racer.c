@@ -134,7 +134,7 @@ static void *controller(void *arg)
 			invariant("unbind took %.1f s (bound %.0f s)", now_s() - t0, unbind_bound_s);
 		usleep(next_rand(&seed) % 10000);
 		double t1 = now_s();
-		if (p2p_bind() < 0) {
+		if (p2p_bind_polling(5) < 0) {
 			invariant("rebind failed: p2pmem did not come back");
 			break;
 		}
