@@ -29,7 +29,12 @@ static char available_path[300], nvme_ns[64];
 static long long baseline;
 static atomic_int stop, silent;
 static long max_cycles; /* 0 = run for the time given */
-static atomic_long iterations, cycles, sigbus, enomem, enodev, spurious_einval, unexpected;
+static atomic_long iterations, cycles, sigbus;
+/* how mmap() failed: ENOMEM, ENODEV/ENOENT (the pool gone), the documented spurious EINVAL, anything else */
+struct mmap_errors {
+	atomic_long enomem, enodev, spurious_einval, unexpected;
+};
+static struct mmap_errors mmap_errors;
 static atomic_long unbind_us, bind_us; /* where a cycle's time goes: unbind, and bind up to p2pmem's return */
 static char broken[4096];
 static pthread_mutex_t broken_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -149,16 +154,21 @@ static void *controller(void *arg)
 }
 
 /* ------------------------------------------------------------------ workers */
-static void count_mmap_error(int e)
+static void count_mmap_error_in(struct mmap_errors *m, int e)
 {
 	if (e == ENOMEM)
-		atomic_fetch_add(&enomem, 1);
+		atomic_fetch_add(&m->enomem, 1);
 	else if (e == ENODEV || e == ENOENT)
-		atomic_fetch_add(&enodev, 1);
+		atomic_fetch_add(&m->enodev, 1);
 	else if (e == EINVAL) /* the documented spurious window (section 1.3) */
-		atomic_fetch_add(&spurious_einval, 1);
+		atomic_fetch_add(&m->spurious_einval, 1);
 	else
-		atomic_fetch_add(&unexpected, 1);
+		atomic_fetch_add(&m->unexpected, 1);
+}
+
+static void count_mmap_error(int e)
+{
+	count_mmap_error_in(&mmap_errors, e);
 }
 
 /* P2P memory is mapped from p2pmem/allocate, or (P2PDMA_MEMORY=nvme-chardev, the seed's v3 series) from
@@ -271,7 +281,8 @@ static void *holder(void *arg)
  * with it a count gone wrong, alive until the next unbind, where kernfs_drain_open_files() warns. */
 struct counter_share {
 	atomic_int stop;
-	atomic_long iterations, enomem, enodev, spurious_einval, unexpected;
+	atomic_long iterations;
+	struct mmap_errors errors;
 };
 
 static atomic_int next_worker;
@@ -289,14 +300,8 @@ static void count_loop(struct counter_share *c)
 			close(fd);
 		if (p != MAP_FAILED)
 			munmap(p, PAGE);
-		else if (err == ENOMEM)
-			atomic_fetch_add(&c->enomem, 1);
-		else if (err == ENODEV || err == ENOENT || (p2p_v3() && err == EWOULDBLOCK))
-			atomic_fetch_add(&c->enodev, 1);
-		else if (err == EINVAL)
-			atomic_fetch_add(&c->spurious_einval, 1);
-		else
-			atomic_fetch_add(&c->unexpected, 1);
+		else /* EWOULDBLOCK: /dev/nvmeN of a controller not live yet, as in map_pool() */
+			count_mmap_error_in(&c->errors, p2p_v3() && err == EWOULDBLOCK ? ENODEV : err);
 		if (p == MAP_FAILED)
 			usleep(1000); /* unbound: the pool is back after the rebind */
 		atomic_fetch_add(&c->iterations, 1);
@@ -332,10 +337,10 @@ static void *mmap_counter(void *arg)
 	if (pid > 0)
 		waitpid(pid, NULL, 0);
 	atomic_fetch_add(&iterations, atomic_load(&c->iterations) - seen);
-	atomic_fetch_add(&enomem, atomic_load(&c->enomem));
-	atomic_fetch_add(&enodev, atomic_load(&c->enodev));
-	atomic_fetch_add(&spurious_einval, atomic_load(&c->spurious_einval));
-	atomic_fetch_add(&unexpected, atomic_load(&c->unexpected));
+	atomic_fetch_add(&mmap_errors.enomem, atomic_load(&c->errors.enomem));
+	atomic_fetch_add(&mmap_errors.enodev, atomic_load(&c->errors.enodev));
+	atomic_fetch_add(&mmap_errors.spurious_einval, atomic_load(&c->errors.spurious_einval));
+	atomic_fetch_add(&mmap_errors.unexpected, atomic_load(&c->errors.unexpected));
 	munmap(c, sizeof(*c));
 	return NULL;
 }
@@ -908,8 +913,9 @@ int main(int argc, char **argv)
 	/* after grab-at-bind's last bind the queues may live in host memory: the whole pool is then available */
 	if (end_avail != baseline && !(sc->worker == pool_grabber && end_avail == pool_size))
 		invariant("available %lld at the end, baseline %lld (pages leaked or double-freed)", end_avail, baseline);
-	if (atomic_load(&unexpected))
-		invariant("%ld mmap calls failed with an errno the kernel must not return", atomic_load(&unexpected));
+	if (atomic_load(&mmap_errors.unexpected))
+		invariant("%ld mmap calls failed with an errno the kernel must not return",
+			  atomic_load(&mmap_errors.unexpected));
 	double elapsed = now_s() - t0;
 	kmsg("p2pdma-race: end scenario=%s\n", sc->name);
 	printf("{\"scenario\": \"%s\", \"seconds\": %.2f, \"iterations\": %ld, \"cycles\": %ld, \"sigbus\": %ld, "
@@ -918,7 +924,8 @@ int main(int argc, char **argv)
 	       "\"queues_in_host\": %ld, \"enodev_before_pool\": %ld, \"enomem_before_pool\": %ld, "
 	       "\"queues_in_cmb\": %ld, \"available_end\": %lld, \"baseline\": %lld, \"broken\": [%s]}\n",
 	       sc->name, elapsed, atomic_load(&iterations), atomic_load(&cycles), atomic_load(&sigbus),
-	       atomic_load(&enomem), atomic_load(&enodev), atomic_load(&spurious_einval), atomic_load(&unexpected),
+	       atomic_load(&mmap_errors.enomem), atomic_load(&mmap_errors.enodev),
+	       atomic_load(&mmap_errors.spurious_einval), atomic_load(&mmap_errors.unexpected),
 	       atomic_load(&unbind_us) / 1e6, atomic_load(&bind_us) / 1e6, atomic_load(&zeros_at_bind),
 	       atomic_load(&teardown_zeros),
 	       atomic_load(&queues_in_host), atomic_load(&enodev_before_pool), atomic_load(&enomem_before_pool),
