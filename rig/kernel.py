@@ -32,6 +32,11 @@ from rig.records import from_json, to_json
 FRAGMENT_DIR = REPO_ROOT / "kernel-config"
 # bump when the build recipe below changes in a way that changes the artifacts
 RECIPE_VERSION = "2"
+# in a build directory: the key of the kernel it was last configured and built for (a build directory is shared
+# by every patch set of a source and profile)
+KERNEL_STAMP = ".rig-kernel"
+TEST_MODULE_DIR = REPO_ROOT / "guest-tests" / "kmod"
+TEST_MODULE = "p2pdma_kapi.ko"
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,9 @@ class KernelBuild:
     headers: Path  # usr/include of headers_install
     config: Path
     manifest: KernelManifest
+    # the rig's test module (guest-tests/kmod) built against this kernel; None: it could not be built (the
+    # `kapi` cases then skip, saying so)
+    test_module: Path | None = None
 
 
 # a symbol only the seed's series (v3 19/20 and its successors) defines: userspace maps P2P memory through a
@@ -393,6 +401,10 @@ def missing_build_tools(spec: KernelSpec) -> list[str]:
 
 def build_kernel(spec: KernelSpec, progress: Progress | None = None) -> KernelBuild:
     progress = progress or Progress("kernel")
+    return with_test_module(spec, _kernel(spec, progress), progress)
+
+
+def _kernel(spec: KernelSpec, progress: Progress) -> KernelBuild:
     key = build_key(spec)
     entry = CacheEntry(spec.cache_root, "kernels", key)
     if entry.exists():
@@ -426,6 +438,47 @@ def with_spec_manifest(build: KernelBuild, spec: KernelSpec) -> KernelBuild:
     return dataclasses.replace(build, manifest=m)
 
 
+def test_module_key(kernel_key: str) -> str:
+    files = sorted(p for p in TEST_MODULE_DIR.iterdir() if p.is_file())
+    return digest(kernel_key, *(part for p in files for part in (p.name, p.read_bytes())))
+
+
+def with_test_module(spec: KernelSpec, build: KernelBuild, progress: Progress) -> KernelBuild:
+    """The build with the rig's test module (guest-tests/kmod) built against it, from the cache entry
+    kmods/<key>/ or built now in the kernel's build directory (about 2 s; the kernel again first, incrementally,
+    if the directory last built another patch set or was built by an older rig without its modules' symbols).
+    A module that does not build is noted and left out: the `kapi` cases skip, saying so."""
+    entry = CacheEntry(spec.cache_root, "kmods", test_module_key(build.key))
+    if not entry.exists():
+        try:
+            with entry.lock():
+                if not entry.exists():
+                    with tree_lock(spec.cache_root, spec.source):
+                        _build_test_module(spec, build.key, entry, progress)
+        except BuildError as e:
+            progress.note(f"the test module {TEST_MODULE} was not built (the kapi cases will skip): {e}")
+            return build
+    return dataclasses.replace(build, test_module=entry.path / TEST_MODULE)
+
+
+def _build_test_module(spec: KernelSpec, key: str, entry: CacheEntry, progress: Progress) -> None:
+    log = spec.cache_root / "logs" / f"kmod-{entry.path.name}.log"
+    src, out, make = _open_build_dir(spec, log, progress)
+    log.write_text(f"p2pdma-rig test module {TEST_MODULE} for kernel {key}\n")
+    stamp = out / KERNEL_STAMP
+    if not stamp.exists() or stamp.read_text() != key or not (out / "Module.symvers").exists():
+        progress.note(f"the build directory {out} holds another kernel: building kernel {key} there again "
+                      f"for its test module (log: {log})")
+        _configure_and_make(spec, src, out, make, progress)
+    with entry.building() as tmp:
+        mod_src = tmp / "src"
+        shutil.copytree(TEST_MODULE_DIR, mod_src)
+        make.run(f"M={mod_src}", "modules", progress=progress, what=TEST_MODULE)
+        shutil.move(str(mod_src / TEST_MODULE), str(tmp / TEST_MODULE))
+        shutil.rmtree(mod_src)
+    progress.done(f"test module {TEST_MODULE} built")
+
+
 def build_dir(spec: KernelSpec) -> Path:
     """One build directory per source and profile (incremental rebuilds, also across patch sets); ad-hoc
     options get their own; a user's tree and the rig's patched copy of it are different trees."""
@@ -435,23 +488,10 @@ def build_dir(spec: KernelSpec) -> Path:
     return spec.cache_root / "build" / spec.source.ident / variant
 
 
-def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float, progress: Progress) -> KernelBuild:
-    src = prepare_tree(spec.source, list(spec.patches), spec.cache_root, progress.note)
-    out = build_dir(spec)
-    stamp = out / ".rig-recipe"
-    if out.exists() and (not stamp.exists() or stamp.read_text() != RECIPE_VERSION):
-        # objects built by an older recipe (other compiler flags) must not be reused
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(RECIPE_VERSION)
-    logs = spec.cache_root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"kernel-{key}.log"
-    log.write_text(f"p2pdma-rig kernel build {key}\n")
-    make = _Make(src, out, log, spec.cache_root)
-    progress.note(f"building {spec.source.ident}" + (f" + {len(spec.patches)} patch(es)" if spec.patches else "")
-                  + f" profile {spec.profile} in {out} (log: {log})")
-
+def _configure_and_make(spec: KernelSpec, src: Path, out: Path, make: "_Make", progress: Progress
+                        ) -> tuple[str, list[str]]:
+    """tinyconfig + the spec's fragments, checked, then bzImage and the UAPI headers in `out`; marks `out` as
+    holding this spec's kernel. Returns the final .config and the options excused as renamed."""
     fragments = list(spec.fragments)
     if spec.kconfig_add:
         extra = out / "rig-kconfig-add.config"
@@ -479,8 +519,36 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
             f"(an unmet dependency or a typo):\n{lines}\n  Fix the fragment(s): "
             + ", ".join(str(f) for f in fragments)
         )
-    make.run("bzImage", jobs=spec.jobs, progress=progress, what="bzImage")
+    # modules too: their Module.symvers is what the test module links against (with_test_module)
+    make.run("bzImage", "modules", jobs=spec.jobs, progress=progress, what="bzImage")
     make.run("headers_install", f"INSTALL_HDR_PATH={out / 'rig-headers'}", progress=progress, what="headers")
+    (out / KERNEL_STAMP).write_text(build_key(spec))
+    return final_config, renamed
+
+
+def _open_build_dir(spec: KernelSpec, log: Path, progress: Progress) -> tuple[Path, Path, "_Make"]:
+    """The tree with the spec's patches and its build directory (emptied if an older recipe built it), with
+    make logging to `log`. Caller holds tree_lock()."""
+    src = prepare_tree(spec.source, list(spec.patches), spec.cache_root, progress.note)
+    out = build_dir(spec)
+    stamp = out / ".rig-recipe"
+    if out.exists() and (not stamp.exists() or stamp.read_text() != RECIPE_VERSION):
+        # objects built by an older recipe (other compiler flags) must not be reused
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(RECIPE_VERSION)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return src, out, _Make(src, out, log, spec.cache_root)
+
+
+def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float, progress: Progress) -> KernelBuild:
+    log = spec.cache_root / "logs" / f"kernel-{key}.log"
+    src, out, make = _open_build_dir(spec, log, progress)
+    log.write_text(f"p2pdma-rig kernel build {key}\n")
+    progress.note(f"building {spec.source.ident}" + (f" + {len(spec.patches)} patch(es)" if spec.patches else "")
+                  + f" profile {spec.profile} in {out} (log: {log})")
+
+    final_config, renamed = _configure_and_make(spec, src, out, make, progress)
     release = make.output("-s", "kernelrelease")
     seconds = round(time.time() - started, 1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -84,6 +85,8 @@ def compile_probes(kernel: KernelBuild, bin_dir: Path, root: Path = GUEST_TESTS,
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise BuildError(f"probe {src.name} does not compile:\n{r.stderr[-3000:]}\n  command: {shlex.join(cmd)}")
+    if kernel.test_module:  # kapi.c loads it from its own directory
+        shutil.copy2(kernel.test_module, bin_dir / kernel.test_module.name)
 
 
 def list_cases(bin_dir: Path, root: Path = GUEST_TESTS) -> dict[str, str]:
@@ -102,11 +105,11 @@ def list_cases(bin_dir: Path, root: Path = GUEST_TESTS) -> dict[str, str]:
 
 def probes_key(kernel: KernelBuild, link: tuple[str, ...], root: Path = GUEST_TESTS) -> str:
     """What the compiled probes and their case list depend on: every probe source and header, the kernel's
-    UAPI headers (its build key) and the compiler."""
+    UAPI headers (its build key), its test module (its cache entry) and the compiler."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".c", ".h", ".py")
                    and "__pycache__" not in p.parts)
     gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
-    return digest(kernel.key, *gcc, *CFLAGS, *link, *(part for p in files for part in (str(p.relative_to(root)), p.read_bytes())))
+    return digest(kernel.key, str(kernel.test_module), *gcc, *CFLAGS, *link, *(part for p in files for part in (str(p.relative_to(root)), p.read_bytes())))
 
 
 def prepare(kernel: KernelBuild, work: Path, cache_root: Path | None = None, guest_suite: str = "") -> ProbeSet:

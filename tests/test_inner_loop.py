@@ -80,3 +80,22 @@ def test_the_server_bootstrap_unpacks_the_bundle_from_stdin_then_serves_the_case
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout.decode().splitlines() == [SERVING, "served 60 sysfs.published", "served 60 mmap.shared_1m"]
     assert (dest / "helper.py").exists()
+
+
+def test_the_test_module_travels_with_the_probes_and_is_part_of_their_key(tmp_path):
+    import dataclasses
+
+    from rig.kernel import KernelBuild, KernelManifest
+    from rig.probes import compile_probes, probes_key
+
+    root = tmp_path / "guest-tests"
+    root.mkdir()
+    (root / "one.c").write_text("int main(void) { return 0; }\n")
+    ko = tmp_path / "p2pdma_kapi.ko"
+    ko.write_bytes(b"\x7fELF module")
+    k = KernelBuild("k", tmp_path, tmp_path / "bz", tmp_path / "vmlinux", tmp_path / "include", tmp_path / "config",
+                    KernelManifest(key="k"))
+    with_module = dataclasses.replace(k, test_module=ko)
+    compile_probes(with_module, tmp_path / "bin", root=root, link=())
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["one", "p2pdma_kapi.ko"]
+    assert probes_key(k, (), root) != probes_key(with_module, (), root)

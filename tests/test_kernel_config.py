@@ -139,3 +139,65 @@ def test_a_kernel_option_that_needs_a_host_tool_is_named_before_the_build(tmp_pa
     assert missing_build_tools(spec) == ["lz4 (for CONFIG_KERNEL_LZ4=y)"]
     zstd = dataclasses.replace(spec, kconfig_add=("CONFIG_KERNEL_ZSTD=y",))
     assert missing_build_tools(zstd) == ["lz4 (for CONFIG_KERNEL_LZ4=y)", "zstd (for CONFIG_KERNEL_ZSTD=y)"]
+
+
+def _cached_kernel(tmp_path, spec):
+    import json
+    import shutil
+
+    from rig.kernel import load_build
+
+    entry = tmp_path / "kernels" / "0123456789abcdef0123"
+    entry.mkdir(parents=True)
+    shutil.copy(DATA / "kernel-6.12.118-default.config", entry / "config")
+    (entry / "manifest.json").write_text(json.dumps({"key": entry.name, "profile": "default"}))
+    return load_build(entry)
+
+
+def test_the_test_module_comes_from_its_cache_entry_keyed_by_kernel_and_module_source(tmp_path, monkeypatch):
+    """An unchanged module for an unchanged kernel is not built again; a kernel or a module source that changes
+    is another entry."""
+    import dataclasses
+
+    from rig import kernel as kmod
+    from rig.config import load_config
+    from rig.progress import Progress
+
+    spec = dataclasses.replace(kmod.kernel_spec(load_config()), cache_root=tmp_path)
+    build = _cached_kernel(tmp_path, spec)
+    key = kmod.test_module_key(build.key)
+    assert key != kmod.test_module_key("another kernel")
+    built = []
+    monkeypatch.setattr(kmod, "_build_test_module", lambda *a: built.append(a))
+    ko = tmp_path / "kmods" / key / kmod.TEST_MODULE
+    ko.parent.mkdir(parents=True)
+    ko.write_bytes(b"\x7fELF")
+    assert kmod.with_test_module(spec, build, Progress("t")).test_module == ko and not built
+
+    src = tmp_path / "kmod"
+    src.mkdir()
+    (src / "p2pdma_kapi.c").write_text("/* changed */\n")
+    monkeypatch.setattr(kmod, "TEST_MODULE_DIR", src)
+    assert kmod.test_module_key(build.key) != key
+
+
+def test_a_test_module_that_does_not_build_is_noted_and_left_out(tmp_path, monkeypatch):
+    import dataclasses
+    import io
+
+    from rig import kernel as kmod
+    from rig.config import load_config
+    from rig.errors import BuildError
+    from rig.progress import Progress
+
+    spec = dataclasses.replace(kmod.kernel_spec(load_config()), cache_root=tmp_path)
+    build = _cached_kernel(tmp_path, spec)
+
+    def fails(*a):
+        raise BuildError("kernel build failed: make M=... modules exited 2")
+
+    monkeypatch.setattr(kmod, "_build_test_module", fails)
+    out = io.StringIO()
+    assert kmod.with_test_module(spec, build, Progress("kernel", out)).test_module is None
+    assert "p2pdma_kapi.ko was not built (the kapi cases will skip): kernel build failed" in out.getvalue()
+    assert not (tmp_path / "kmods" / kmod.test_module_key(build.key)).exists()
