@@ -27,7 +27,9 @@ SEMANTICS = ("merged", "v3")
 
 KNOWN_ISSUE_KEYS = {"id", "cases", "section", "signature", "reason", "seen_in", "since", "since_change",
                     "fixed_in", "fix_commit", "allow_dmesg", "semantics", "changes_machine", "splats", "with_patch",
-                    "with_config", "fix", "upstream"}
+                    "with_config", "fix", "upstream", "component"}
+# whose bug a known issue is: the kernel's, or QEMU's emulation (the kernel is judged on QEMU's devices)
+COMPONENTS = ("kernel", "qemu")
 OVERRIDE_KEYS = {"case", "since", "commit", "reason", "expect", "dmesg", "allow_dmesg"}
 
 
@@ -146,6 +148,7 @@ class KnownIssue:
     fix: tuple[str, ...] = ()
     # what upstream has about it: a fix in some tree, a thread, or what was searched and not found
     upstream: str = ""
+    component: str = "kernel"  # COMPONENTS
 
     def shown_by(self, observed: dict) -> bool:
         return not compare(self.signature, observed)
@@ -260,7 +263,10 @@ def load_expectations(path: Path = EXPECTATIONS_FILE) -> dict[str, Expectation]:
                            str(raw.get("semantics", "merged")), str(raw.get("changes_machine") or ""),
                            _regexes(raw.get("splats"), f"{path}: known issue {raw.get('id')}: splats"),
                            " ".join(str(raw.get("with_patch") or "").split()), str(raw.get("with_config") or ""),
-                           tuple(str(f) for f in raw.get("fix") or ()), " ".join(str(raw.get("upstream") or "").split()))
+                           tuple(str(f) for f in raw.get("fix") or ()), " ".join(str(raw.get("upstream") or "").split()),
+                           str(raw.get("component", "kernel")))
+        if issue.component not in COMPONENTS:
+            raise ConfigError(f"{path}: known issue {issue.id}: 'component' must be one of {', '.join(COMPONENTS)}")
         _check_fix_paths(issue.fix, f"{path}: known issue {issue.id}")
         if issue.with_config and not re.fullmatch(r"CONFIG_[A-Z0-9_]+", issue.with_config):
             raise ConfigError(f"{path}: known issue {issue.id}: 'with_config' must be an option name such as "

@@ -110,6 +110,7 @@ class CaseResult:
     dmesg: str
     splats: list[SplatRecord] = field(default_factory=list)
     known_issue: str | None = None
+    known_issue_component: str = ""  # whose bug the known issue is: "kernel" or "qemu"
 
     def failure_text(self) -> str:
         lines = [f"{self.id}: {self.verdict}" + (f" ({self.reason})" if self.reason else "")]

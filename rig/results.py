@@ -194,7 +194,20 @@ def summary_table(results: list[CaseResult], boots: list[BootRecord] = ()) -> st
             lines.append(f"  {r.verdict.upper():5s} {r.id}: {r.reason.split(']: ', 1)[0] + ']' if r.verdict == 'xfail' and ']: ' in r.reason else r.reason}"[:240])
     lines += [f"  SPLAT (boot {b.boot}, {'in ' + s.owner if s.owner else 'outside every case'}){s.standing_note}: {s.title}"
               for b in boots for s in b.splats]
+    lines.append(still_present_line(results))
     return "\n".join(lines)
+
+
+def still_present_line(results: list[CaseResult]) -> str:
+    """Which known issues this kernel still showed (XFAIL), the kernel's apart from QEMU's: a kernel with every
+    fix says "none of the kernel"."""
+    present: dict[str, set[str]] = {}
+    for r in results:
+        if r.verdict == "xfail" and r.known_issue:
+            present.setdefault(r.known_issue_component or "kernel", set()).add(r.known_issue)
+    kernel = ", ".join(sorted(present.get("kernel", ()))) or "none of the kernel"
+    qemu = ", ".join(sorted(present.get("qemu", ())))
+    return f"known issues still present: {kernel}" + (f"; QEMU's: {qemu}" if qemu else "")
 
 
 def write_run(run_dir: Path, results: list[CaseResult], boots: list[BootRecord], manifest: RunManifest) -> RunRecord:

@@ -151,6 +151,7 @@ class Suite:
             mismatches=judgement.mismatches, reason=judgement.reason, duration_s=round(run.duration_s, 3),
             boot=boot, dmesg=dmesg, splats=evidence.splats,
             known_issue=exp.known_issue.id if exp.known_issue else None,
+            known_issue_component=exp.known_issue.component if exp.known_issue else "",
         )
         self.results.append(result)
         if evidence.guest_lost or any(s.crash and not s.allowed for s in evidence.splats):

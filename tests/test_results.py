@@ -83,3 +83,25 @@ def test_junit_is_well_formed():
 def test_summary_table_counts_by_area():
     t = summary_table([case("mmap.a", "pass"), case("mmap.b", "xfail"), case("gup.c", "fail")])
     assert "mmap" in t and "gup" in t and "FAIL  gup.c" in t
+
+
+def test_the_summary_ends_with_the_known_issues_still_present_the_kernels_apart_from_qemus():
+    import dataclasses
+
+    from rig.results import still_present_line
+
+    kernel = dataclasses.replace(case("fault.a", "xfail"), known_issue="wp-fault-livelock", known_issue_component="kernel")
+    qemu = dataclasses.replace(case("nvme.b", "xfail"), known_issue="qemu-cmb-sgl-segment-read", known_issue_component="qemu")
+    gone = dataclasses.replace(case("leak.c", "xpass"), known_issue="p2pmem-not-zeroed", known_issue_component="kernel")
+    assert still_present_line([kernel, qemu, gone]) == ("known issues still present: wp-fault-livelock; "
+                                                        "QEMU's: qemu-cmb-sgl-segment-read")
+    assert still_present_line([qemu, gone]) == "known issues still present: none of the kernel; QEMU's: qemu-cmb-sgl-segment-read"
+    assert summary_table([gone]).endswith("known issues still present: none of the kernel")
+
+
+def test_every_known_issue_names_whose_bug_it_is():
+    from rig.expectations import load_expectations
+
+    issues = {e.known_issue.id: e.known_issue.component for e in load_expectations().values() if e.known_issue}
+    assert {i for i, c in issues.items() if c == "qemu"} >= {"qemu-cmb-sgl-segment-read", "qemu-viommu-switch-p2p"}
+    assert all(c == "qemu" for i, c in issues.items() if i.startswith("qemu-"))
