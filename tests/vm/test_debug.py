@@ -1,7 +1,7 @@
 """The debug profile (KASAN, lockdep, DEBUG_VM, DEBUG_ATOMIC_SLEEP...) on the cases where its detectors matter
 most: every path that takes and drops page and pgmap references or locks at unbind and bind (unbind, usage,
 inject), mapped and pinned P2P memory (mmap's refcount and fork cases, gup's pins), and the kernel's records
-(state). On this kernel a report that the default kernel would not print (a KASAN use-after-free, a lockdep
+(state), the in-kernel API (kapi). On this kernel a report that the default kernel would not print (a KASAN use-after-free, a lockdep
 splat, a sleep in atomic context, a bad page state) fails its case; a clean kernel passes. The nightly job runs
 the whole suite on this profile (.github/workflows/nightly.yml). The first run builds the debug kernel (about
 15 minutes cold on 2 cores)."""
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.vm
 
 SUBSET = ["unbind.*", "usage.*", "inject.*", "state.*", "mmap.fork_refcount", "mmap.concurrent_first_touch",
           "mmap.partial_munmap", "gup.pin_basic_unpin_refcount", "gup.pin_longterm_p2p_refused",
-          "odirect.dio_refcount_restored", "peer.switch_dio"]
+          "odirect.dio_refcount_restored", "peer.switch_dio", "kapi.*"]
 
 
 @pytest.mark.timeout(3600)
