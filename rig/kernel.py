@@ -438,10 +438,14 @@ def with_spec_manifest(build: KernelBuild, spec: KernelSpec) -> KernelBuild:
     return dataclasses.replace(build, manifest=m)
 
 
+def _test_module_sources() -> list[Path]:
+    """The module's sources, not what a build by hand left next to them."""
+    return sorted(p for p in TEST_MODULE_DIR.iterdir() if p.suffix in (".c", ".h") or p.name == "Kbuild")
+
+
 def test_module_key(kernel_key: str) -> str:
-    """The module's sources (not what a build by hand left next to them) and the kernel it is built for."""
-    files = sorted(p for p in TEST_MODULE_DIR.iterdir() if p.suffix in (".c", ".h") or p.name == "Kbuild")
-    return digest(kernel_key, *(part for p in files for part in (p.name, p.read_bytes())))
+    """What the module is built from: its sources and the kernel."""
+    return digest(kernel_key, *(part for p in _test_module_sources() for part in (p.name, p.read_bytes())))
 
 
 def with_test_module(spec: KernelSpec, build: KernelBuild, progress: Progress) -> KernelBuild:
@@ -470,10 +474,12 @@ def _build_test_module(spec: KernelSpec, key: str, entry: CacheEntry, progress: 
     if not stamp.exists() or stamp.read_text() != key or not (out / "Module.symvers").exists():
         progress.note(f"the build directory {out} holds another kernel: building kernel {key} there again "
                       f"for its test module (log: {log})")
-        _configure_and_make(spec, src, out, make, progress)
+        _configure_and_make(spec, key, src, out, make, progress)
     with entry.building() as tmp:
         mod_src = tmp / "src"
-        shutil.copytree(TEST_MODULE_DIR, mod_src)
+        mod_src.mkdir()
+        for f in _test_module_sources():  # exactly what the key hashed
+            shutil.copy2(f, mod_src / f.name)
         make.run(f"M={mod_src}", "modules", progress=progress, what=TEST_MODULE)
         shutil.move(str(mod_src / TEST_MODULE), str(tmp / TEST_MODULE))
         shutil.rmtree(mod_src)
@@ -489,10 +495,10 @@ def build_dir(spec: KernelSpec) -> Path:
     return spec.cache_root / "build" / spec.source.ident / variant
 
 
-def _configure_and_make(spec: KernelSpec, src: Path, out: Path, make: "_Make", progress: Progress
+def _configure_and_make(spec: KernelSpec, key: str, src: Path, out: Path, make: "_Make", progress: Progress
                         ) -> tuple[str, list[str]]:
     """tinyconfig + the spec's fragments, checked, then bzImage and the UAPI headers in `out`; marks `out` as
-    holding this spec's kernel. Returns the final .config and the options excused as renamed."""
+    holding kernel `key` (the spec's build_key). Returns the final .config and the options excused as renamed."""
     fragments = list(spec.fragments)
     if spec.kconfig_add:
         extra = out / "rig-kconfig-add.config"
@@ -523,7 +529,7 @@ def _configure_and_make(spec: KernelSpec, src: Path, out: Path, make: "_Make", p
     # modules too: their Module.symvers is what the test module links against (with_test_module)
     make.run("bzImage", "modules", jobs=spec.jobs, progress=progress, what="bzImage")
     make.run("headers_install", f"INSTALL_HDR_PATH={out / 'rig-headers'}", progress=progress, what="headers")
-    (out / KERNEL_STAMP).write_text(build_key(spec))
+    (out / KERNEL_STAMP).write_text(key)
     return final_config, renamed
 
 
@@ -549,7 +555,7 @@ def _build_locked(spec: KernelSpec, key: str, entry: CacheEntry, started: float,
     progress.note(f"building {spec.source.ident}" + (f" + {len(spec.patches)} patch(es)" if spec.patches else "")
                   + f" profile {spec.profile} in {out} (log: {log})")
 
-    final_config, renamed = _configure_and_make(spec, src, out, make, progress)
+    final_config, renamed = _configure_and_make(spec, key, src, out, make, progress)
     release = make.output("-s", "kernelrelease")
     seconds = round(time.time() - started, 1)
 
